@@ -1,0 +1,320 @@
+"""Command-line interface: ``ocformer train`` and ``ocformer predict``.
+
+    ocformer train --data digits --layers 2 --out runs/digits
+    ocformer predict --model runs/digits --data digits --split test --json
+
+Errors in the input end the command with one line on standard error and exit status
+2; nothing is written or replaced then.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from ocformer.atomic import write_text_atomic
+from ocformer.config import TrainConfig, merge, read_toml
+from ocformer.errors import OcformerError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train small Transformers as an optimal control problem, solved exactly by "
+    "dynamic programming over triply quantized measures.",
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(error: Exception) -> None:
+    """Print one line naming the problem and exit with status 2."""
+    err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def parse_grid(items: list[str] | None) -> dict[str, tuple[float, ...]] | None:
+    """``["temperature=1,4", "angle=0"]`` -> ``{"temperature": (1.0, 4.0), ...}``."""
+    if not items:
+        return None
+    grid = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        try:
+            grid[name.strip()] = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            raise OcformerError(
+                f"`--grid` takes NAME=V1,V2,..., got {item!r}; for example "
+                "--grid temperature=1,4."
+            ) from None
+        if not values:
+            raise OcformerError(f"`--grid {item}` lists no values; use NAME=V1,V2.")
+    return grid
+
+
+@app.command()
+def train(
+    data: Annotated[
+        str, typer.Option(help="digits, sunspots, order, or a .npz path.")
+    ] = "digits",
+    n_sequences: Annotated[
+        int | None, typer.Option(help="Use this many sequences (order: generate).")
+    ] = None,
+    layers: Annotated[int | None, typer.Option(help="Layers T. [default: 2]")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="dp, or brute (the oracle). [default: dp]")
+    ] = None,
+    cost: Annotated[
+        str | None, typer.Option(help="mse, or error (0-1, classes). [default: mse]")
+    ] = None,
+    codes: Annotated[
+        int | None,
+        typer.Option(
+            help="State codewords, or levels per axis for a uniform "
+            "codebook. [default: 16]"
+        ),
+    ] = None,
+    codebook: Annotated[
+        str | None, typer.Option(help="kmeans or uniform. [default: kmeans]")
+    ] = None,
+    atoms: Annotated[
+        int | None, typer.Option(help="Reduce the training measure to N atoms.")
+    ] = None,
+    dim: Annotated[
+        int | None, typer.Option(help="Token dimension d. [default: 4]")
+    ] = None,
+    embedding: Annotated[
+        str | None, typer.Option(help="pca or random. [default: pca]")
+    ] = None,
+    space: Annotated[
+        str | None, typer.Option(help="Token set X: ball or sphere. [default: ball]")
+    ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(help="Actions: grid, ternary or codebook. [default: grid]"),
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Grid values NAME=V1,V2 (repeatable); NAME is "
+            "temperature, position, value_gain, angle or mlp_gain."
+        ),
+    ] = None,
+    entries: Annotated[
+        list[str] | None,
+        typer.Option(help="Ternary entries, e.g. 'value[0,1]' (repeatable)."),
+    ] = None,
+    scale: Annotated[
+        float | None, typer.Option(help="Ternary magnitude s. [default: 1]")
+    ] = None,
+    codebook_file: Annotated[
+        Path | None, typer.Option(help="Safetensors file of layer weight sets.")
+    ] = None,
+    step: Annotated[
+        float | None, typer.Option(help="Step size h. [default: 0.5]")
+    ] = None,
+    ridge: Annotated[
+        float | None, typer.Option(help="Ridge penalty of the head. [default: 1e-3]")
+    ] = None,
+    action_cost: Annotated[
+        float | None, typer.Option(help="Running cost on |a|^2. [default: 0]")
+    ] = None,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Held-out share. [default: 0.2]")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config file; flags override it.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write report.json and model/ here.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON.")
+    ] = False,
+) -> None:
+    """Train by exact dynamic programming and report train and test figures."""
+    from ocformer.data import load_dataset
+    from ocformer.model import save_model
+    from ocformer.train import train as run_training
+
+    flags = {
+        "n_layers": layers,
+        "method": method,
+        "cost": cost,
+        "step": step,
+        "ridge": ridge,
+        "action_cost": action_cost,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "embedding": {"dim": dim, "method": embedding, "space": space, "seed": seed},
+        "quantizer": {"codebook": codebook, "codes": codes, "atoms": atoms},
+        "actions": {
+            "family": family,
+            "entries": entries,
+            "scale": scale,
+            "path": str(codebook_file) if codebook_file else None,
+        },
+    }
+    try:
+        flags["actions"]["grid"] = parse_grid(grid)
+        base = read_toml(config) if config is not None else {}
+        settings = TrainConfig.from_dict(merge(base, flags), str(config or "flags"))
+        dataset = load_dataset(data, seed=seed, n_sequences=n_sequences)
+        spec = {"name": data, "n_sequences": n_sequences}
+        with _LayerProgress(settings.n_layers) as progress:
+            result = run_training(dataset, settings, progress=progress, data_spec=spec)
+    except OcformerError as error:
+        fail(error)
+
+    report = result.report
+    if out is not None:
+        model_dir = out / "model"
+        save_model(result.model, model_dir)
+        report["model_path"] = str(model_dir)
+        write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
+    if as_json:
+        out_console.print_json(json.dumps(report))
+    else:
+        _print_summary(report, out)
+
+
+class _LayerProgress:
+    """A rich progress bar per DP layer, on standard error."""
+
+    def __init__(self, n_layers: int):
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+            disable=not err_console.is_terminal,
+        )
+        self.tasks: dict[int, Any] = {}
+        self.n_layers = n_layers
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def __call__(self, layer: int, done: int, total: int) -> None:
+        if layer not in self.tasks:
+            self.tasks[layer] = self.bar.add_task(
+                f"layer {layer + 1}/{max(self.n_layers, 1)}", total=total
+            )
+        self.bar.update(self.tasks[layer], completed=done, total=total)
+
+
+def _print_summary(report: dict[str, Any], out: Path | None) -> None:
+    table = Table(title=f"ocformer train: {report['data']} ({report['method']})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("layers", report["layers"]),
+        ("train / test sequences", f"{report['n_train']} / {report['n_test']}"),
+        ("quantized value (optimal)", f"{report['quantized_value']:.6g}"),
+        (f"train {report['cost']}", f"{report['train_loss']:.6g}"),
+        (f"test {report['cost']}", f"{report['test_loss']:.6g}"),
+    ]
+    baseline = report["baseline_no_layers"]
+    if "test_accuracy" in report:
+        rows += [
+            ("train accuracy", f"{report['train_accuracy']:.4f}"),
+            ("test accuracy", f"{report['test_accuracy']:.4f}"),
+            ("test accuracy, no layers", f"{baseline['test_accuracy']:.4f}"),
+        ]
+    else:
+        rows.append(
+            (f"test {report['cost']}, no layers", f"{baseline['test_loss']:.6g}")
+        )
+    counts, radii = report["counts"], report["radii"]
+    rows += [
+        ("states per layer", " ".join(map(str, counts["states_per_layer"]))),
+        ("transitions", counts["transitions"]),
+        (
+            "actions / codes / atoms",
+            f"{counts['actions']} / {counts['codes']} / {counts['atoms']}",
+        ),
+        (
+            "radii state / measure / action",
+            f"{radii['state']:.3g} / {radii['measure']:.3g} / {radii['action']:.3g}",
+        ),
+        ("plan (action per layer)", " ".join(str(p["action"]) for p in report["plan"])),
+        ("wall seconds", f"{report['wall_seconds']:.1f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    out_console.print(table)
+    if out is not None:
+        out_console.print(
+            f"report: {out / 'report.json'}  model: {report['model_path']}"
+        )
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="Directory written by train --out.")],
+    data: Annotated[str, typer.Option(help="digits, sunspots, order, or a .npz path.")],
+    split: Annotated[str, typer.Option(help="test, train or all.")] = "test",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the figures as JSON.")
+    ] = False,
+) -> None:
+    """Evaluate a saved model on a dataset split reproduced from training."""
+    from ocformer.data import load_dataset, split_dataset
+    from ocformer.model import load_model
+    from ocformer.train import evaluate
+
+    try:
+        if split not in ("test", "train", "all"):
+            raise OcformerError(f"`--split` must be test, train or all, got {split!r}.")
+        loaded = load_model(model)
+        spec = loaded.config["data"]
+        same = data == spec["name"]
+        dataset = load_dataset(
+            data, seed=spec["seed"], n_sequences=spec["n_sequences"] if same else None
+        )
+        if split != "all":
+            parts = split_dataset(
+                dataset, test_fraction=spec["test_fraction"], seed=spec["seed"]
+            )
+            dataset = parts.test if split == "test" else parts.train
+        figures = evaluate(loaded, dataset, loaded.config["cost"])
+    except OcformerError as error:
+        fail(error)
+
+    result = {"data": data, "split": split, "n": dataset.n_sequences, **figures}
+    if as_json:
+        out_console.print_json(json.dumps(result))
+        return
+    table = Table(title=f"ocformer predict: {data} ({split})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in result.items():
+        table.add_row(name, f"{value:.6g}" if isinstance(value, float) else str(value))
+    out_console.print(table)
+
+
+def main() -> None:
+    """Entry point of the ``ocformer`` command."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    logging.basicConfig(level=logging.WARNING)
+    app()

@@ -1,0 +1,190 @@
+"""The trained plan as an ordinary PyTorch module, and its files.
+
+The open-loop plan is one weight set per layer, so the trained model is a plain
+encoder stack: a fixed linear embedding into X, then per layer scaled dot-product
+attention on ``[x; e_p]`` with a residual step, a ReLU MLP with a residual step and the
+projection onto X (the role layer normalisation plays), then mean pooling and a linear
+head. Nothing in it depends on ocformer's solver; the weights travel as safetensors
+and the shapes as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional
+
+from ocformer.atomic import write_atomic, write_text_atomic
+from ocformer.cost import readout
+from ocformer.dynamics import LayerWeights
+from ocformer.embedding import project
+from ocformer.errors import DataError
+
+FORMAT = "ocformer-model/1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+
+
+class EncoderLayer(nn.Module):
+    """One layer: attention and MLP sub-steps of size ``step``, then projection."""
+
+    def __init__(
+        self, weights: LayerWeights, *, step: float, space: str, radius: float
+    ):
+        super().__init__()
+        key_dim, joint_dim = weights.query.shape[1:]
+        dim, hidden = weights.dim, weights.hidden
+        self.step, self.space, self.radius = step, space, radius
+        linear = dict(dtype=torch.float64)
+        self.query = nn.Linear(joint_dim, key_dim, bias=False, **linear)
+        self.key = nn.Linear(joint_dim, key_dim, bias=False, **linear)
+        self.value = nn.Linear(dim, dim, bias=False, **linear)
+        self.mlp_in = nn.Linear(dim, hidden, **linear)
+        self.mlp_out = nn.Linear(hidden, dim, bias=False, **linear)
+        with torch.no_grad():
+            self.query.weight.copy_(weights.query[0])
+            self.key.weight.copy_(weights.key[0])
+            self.value.weight.copy_(weights.value[0])
+            self.mlp_in.weight.copy_(weights.mlp_in[0])
+            self.mlp_in.bias.copy_(weights.mlp_bias[0])
+            self.mlp_out.weight.copy_(weights.mlp_out[0])
+
+    def forward(self, tokens, encodings, mask):
+        """tokens (batch, n_tokens, dim), encodings (n_tokens, position_dim),
+        mask (batch, n_tokens) bool -> (batch, n_tokens, dim)."""
+        joint = torch.cat([tokens, encodings.expand(len(tokens), -1, -1)], dim=-1)
+        attended = functional.scaled_dot_product_attention(
+            self.query(joint),
+            self.key(joint),
+            self.value(tokens),
+            attn_mask=mask[:, None, :],
+        )
+        middle = tokens + self.step * attended
+        moved = middle + self.step * self.mlp_out(torch.relu(self.mlp_in(middle)))
+        moved = project(moved, space=self.space, radius=self.radius)
+        return moved * mask[..., None]
+
+
+class OCTransformer(nn.Module):
+    """A Transformer whose layer weights come from an optimal control plan.
+
+    Args:
+        config: the JSON-able description (see :func:`save_model`); holds the
+            embedding, the dimensions, the task and how the data were split.
+        layers: one single-action :class:`LayerWeights` per layer.
+        head_weight: float64 tensor of shape (dim, n_outputs).
+        head_bias: float64 tensor of shape (n_outputs,).
+    """
+
+    def __init__(self, config, layers, head_weight, head_bias):
+        super().__init__()
+        self.config = config
+        embedding = config["embedding"]
+        as_tensor = dict(dtype=torch.float64)
+        self.register_buffer(
+            "embedding_mean", torch.tensor(embedding["mean"], **as_tensor)
+        )
+        self.register_buffer(
+            "embedding_matrix", torch.tensor(embedding["matrix"], **as_tensor)
+        )
+        self.register_buffer(
+            "encodings", torch.tensor(config["encodings"], **as_tensor)
+        )
+        self.layers = nn.ModuleList(
+            EncoderLayer(
+                weights,
+                step=config["step"],
+                space=embedding["space"],
+                radius=embedding["radius"],
+            )
+            for weights in layers
+        )
+        self.head = nn.Linear(*head_weight.shape, dtype=torch.float64)
+        with torch.no_grad():
+            self.head.weight.copy_(head_weight.T)
+            self.head.bias.copy_(head_bias)
+
+    @property
+    def token_dim(self) -> int:
+        return int(self.embedding_mean.shape[0])
+
+    def features(self, tokens: torch.Tensor, mask: torch.Tensor | None = None):
+        """Pooled final tokens (batch, dim) of raw tokens (batch, n_tokens, d_in)."""
+        tokens = torch.as_tensor(tokens, dtype=torch.float64)
+        if tokens.shape[1:] != (len(self.encodings), self.token_dim):
+            raise DataError(
+                f"the model takes sequences of {len(self.encodings)} tokens with "
+                f"{self.token_dim} features, got shape {tuple(tokens.shape[1:])}; "
+                "predict on data shaped like the training data."
+            )
+        if mask is None:
+            mask = torch.ones(tokens.shape[:2], dtype=torch.bool)
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+
+        embedded = (tokens - self.embedding_mean) @ self.embedding_matrix
+        embedded = embedded * self.config["embedding"]["scale"]
+        space = self.config["embedding"]["space"]
+        radius = self.config["embedding"]["radius"]
+        state = project(embedded, space=space, radius=radius) * mask[..., None]
+        for layer in self.layers:
+            state = layer(state, self.encodings, mask)
+        return readout(state, mask)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None):
+        """Head outputs, shape (batch, n_outputs): class scores or the prediction."""
+        return self.head(self.features(tokens, mask))
+
+
+def save_model(model: OCTransformer, directory: Path) -> tuple[Path, Path]:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory`` atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: value.contiguous() for name, value in model.state_dict().items()}
+    weights_path, config_path = directory / WEIGHTS_FILE, directory / CONFIG_FILE
+    write_atomic(weights_path, lambda tmp: save_file(tensors, tmp))
+    text = json.dumps(model.config, indent=1, sort_keys=True)
+    write_text_atomic(config_path, text)
+    return weights_path, config_path
+
+
+def load_model(path: str | Path) -> OCTransformer:
+    """Load a model saved by :func:`save_model` from its directory or either file."""
+    path = Path(path)
+    directory = path if path.is_dir() else path.parent
+    try:
+        config: dict[str, Any] = json.loads((directory / CONFIG_FILE).read_text())
+        tensors = load_file(directory / WEIGHTS_FILE)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise DataError(
+            f"cannot load a model from {str(path)!r} ({error}); pass the directory "
+            "that `ocformer train --out DIR` wrote."
+        ) from None
+    if config.get("format") != FORMAT:
+        raise DataError(
+            f"{str(directory / CONFIG_FILE)!r} is not an ocformer model "
+            f"(format {config.get('format')!r}); pass a directory written by "
+            "`ocformer train`."
+        )
+
+    layers = [
+        LayerWeights.from_tensors(
+            {
+                "query": tensors[f"layers.{i}.query.weight"][None],
+                "key": tensors[f"layers.{i}.key.weight"][None],
+                "value": tensors[f"layers.{i}.value.weight"][None],
+                "mlp_in": tensors[f"layers.{i}.mlp_in.weight"][None],
+                "mlp_bias": tensors[f"layers.{i}.mlp_in.bias"][None],
+                "mlp_out": tensors[f"layers.{i}.mlp_out.weight"][None],
+            }
+        )
+        for i in range(config["n_layers"])
+    ]
+    model = OCTransformer(
+        config, layers, tensors["head.weight"].T, tensors["head.bias"]
+    )
+    model.load_state_dict(tensors)
+    return model

@@ -1,0 +1,326 @@
+"""Training end to end: data, quantized MDP, exact plan, torch module, report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ocformer.actions import ActionSet, grid_actions, load_codebook, ternary_actions
+from ocformer.config import TrainConfig
+from ocformer.coreset import reduce_measure
+from ocformer.cost import accuracy, check_cost, fit_head, loss
+from ocformer.data import Dataset, Split, split_dataset
+from ocformer.dynamics import LayerWeights
+from ocformer.embedding import Embedding, positional_encoding
+from ocformer.mdp import QuantizedProblem
+from ocformer.model import FORMAT, OCTransformer
+from ocformer.quantize import (
+    StateCodebook,
+    canonical_measure,
+    kmeans_codebook,
+    uniform_codebook,
+)
+from ocformer.solver import Progress, Solution, solve
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The open-loop plan: one action, hence one weight set, per layer.
+
+    Attributes:
+        actions: action index of each layer.
+        parameters: the family coordinates of each layer's action, by name.
+        weights: one single-action :class:`LayerWeights` per layer.
+        value: its optimal cost in the quantized model.
+    """
+
+    actions: tuple[int, ...]
+    parameters: tuple[dict[str, float], ...]
+    weights: tuple[LayerWeights, ...]
+    value: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run returns.
+
+    Attributes:
+        plan: the optimal plan of the quantized model.
+        solution: solver statistics (states, transitions).
+        report: the report figures, as written to ``report.json``.
+        model: the trained torch module (plan weights plus a refitted head).
+    """
+
+    plan: Plan
+    solution: Solution
+    report: dict[str, Any]
+    model: OCTransformer
+
+    def module(self) -> OCTransformer:
+        """The trained model as an ordinary ``torch.nn.Module``."""
+        return self.model
+
+
+def build_actions(config: TrainConfig, dim: int, position_dim: int) -> ActionSet:
+    """The finite action set that ``config.actions`` describes."""
+    options = config.actions
+    if options.family == "grid":
+        return grid_actions(dim=dim, position_dim=position_dim, grid=options.grid)
+    if options.family == "ternary":
+        return ternary_actions(
+            dim=dim,
+            position_dim=position_dim,
+            entries=options.entries,
+            scale=options.scale,
+        )
+    return load_codebook(options.path, dim=dim, position_dim=position_dim)
+
+
+def build_codebook(config: TrainConfig, tokens: np.ndarray) -> StateCodebook:
+    """The state codebook; ``tokens`` are the real embedded training tokens (P, dim)."""
+    space, radius = config.embedding.space, config.embedding.radius
+    if config.quantizer.codebook == "uniform":
+        return uniform_codebook(
+            dim=tokens.shape[1],
+            levels=config.quantizer.codes,
+            space=space,
+            radius=radius,
+        )
+    return kmeans_codebook(
+        tokens,
+        codes=config.quantizer.codes,
+        space=space,
+        radius=radius,
+        seed=config.seed,
+    )
+
+
+def evaluate(model: OCTransformer, data: Dataset, cost: str) -> dict[str, float]:
+    """True-model figures of ``model`` on ``data``: loss, and accuracy for classes."""
+    with torch.no_grad():
+        outputs = model(data.tokens, data.mask)
+    targets = torch.as_tensor(data.targets)
+    weights = torch.full((len(targets),), 1.0 / len(targets), dtype=torch.float64)
+    n_classes = data.n_classes if data.task == "classification" else None
+    figures = {"loss": loss(outputs, targets, weights, kind=cost, n_classes=n_classes)}
+    if n_classes is not None:
+        figures["accuracy"] = accuracy(outputs, targets)
+    return figures
+
+
+def build_model(
+    split: Split,
+    embedding: Embedding,
+    layers: list[LayerWeights],
+    config: TrainConfig,
+    data_spec: dict[str, Any],
+) -> OCTransformer:
+    """The torch module of a plan, its head refitted on the unquantized trajectory."""
+    train = split.train
+    n_classes = train.n_classes if train.task == "classification" else None
+    n_outputs = n_classes or 1
+    description = {
+        "format": FORMAT,
+        "task": train.task,
+        "classes": list(train.classes) if train.classes is not None else None,
+        "n_layers": len(layers),
+        "step": config.step,
+        "cost": config.cost,
+        "embedding": embedding.to_dict(),
+        "encodings": positional_encoding(
+            train.n_tokens, config.embedding.position_dim
+        ).tolist(),
+        "data": data_spec,
+    }
+
+    # The head is solved on the true (unquantized) final tokens of the training set,
+    # through the module itself, so that predictions match the module exactly.
+    zero_head = torch.zeros(embedding.matrix.shape[1], n_outputs, dtype=torch.float64)
+    model = OCTransformer(description, layers, zero_head, torch.zeros(n_outputs))
+    with torch.no_grad():
+        features = model.features(train.tokens, train.mask)
+    weights = torch.full((len(features),), 1.0 / len(features), dtype=torch.float64)
+    head = fit_head(
+        features,
+        torch.as_tensor(train.targets),
+        weights,
+        n_classes=n_classes,
+        ridge=config.ridge,
+    )
+    return OCTransformer(description, layers, head.weight, head.bias)
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig | None = None,
+    *,
+    progress: Progress | None = None,
+    data_spec: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a Transformer on ``dataset`` by solving the quantized control problem.
+
+    Args:
+        dataset: the whole dataset; it is split into train and test parts here.
+        config: the run's configuration; defaults when None.
+        progress: called as ``progress(layer, done, total)`` during the solve.
+        data_spec: how to rebuild the dataset (name, size, seed), stored with the
+            model so that ``ocformer predict`` can reproduce the split.
+
+    Returns:
+        The plan, the solver statistics, the report and the torch module.
+    """
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    n_classes = dataset.n_classes if dataset.task == "classification" else None
+    check_cost(config.cost, n_classes)
+    split = split_dataset(dataset, test_fraction=config.test_fraction, seed=config.seed)
+    train_part = split.train
+    data_spec = {
+        **(data_spec or {"name": dataset.name}),
+        "seed": config.seed,
+        "test_fraction": config.test_fraction,
+    }
+
+    # Embedding, state codebook and (optionally) the measure coreset.
+    embedding = Embedding.fit(train_part.tokens, train_part.mask, config.embedding)
+    tokens = embedding(train_part.tokens, train_part.mask)  # (M, n, dim)
+    codebook = build_codebook(config, tokens[train_part.mask])
+    index = np.arange(len(tokens))
+    counts = np.ones(len(tokens), dtype=np.int64)
+    measure_radius = 0.0
+    if config.quantizer.atoms is not None:
+        coreset = reduce_measure(
+            tokens,
+            train_part.targets,
+            atoms=config.quantizer.atoms,
+            n_classes=n_classes,
+            radius=config.embedding.radius,
+            seed=config.seed,
+        )
+        index, counts, measure_radius = coreset.index, coreset.counts, coreset.distance
+
+    codes = codebook.encode(
+        torch.as_tensor(tokens[index]), torch.as_tensor(train_part.mask[index])
+    )
+    initial = canonical_measure(
+        codes.numpy().astype(codebook.code_dtype), train_part.targets[index], counts
+    )
+
+    # The finite MDP and its exact solution.
+    position_dim = config.embedding.position_dim
+    actions = build_actions(config, tokens.shape[-1], position_dim)
+    encodings = torch.as_tensor(positional_encoding(train_part.n_tokens, position_dim))
+    problem = QuantizedProblem(
+        initial=initial,
+        codebook=codebook,
+        actions=actions,
+        encodings=encodings,
+        n_layers=config.n_layers,
+        step=config.step,
+        space=config.embedding.space,
+        radius=config.embedding.radius,
+        cost=config.cost,
+        n_classes=n_classes,
+        ridge=config.ridge,
+        action_cost=config.action_cost,
+    )
+    solution = solve(problem, config.method, progress)
+    layers = [actions.weights.select([a]) for a in solution.plan]
+    plan = Plan(
+        actions=solution.plan,
+        parameters=tuple(actions.describe(a) for a in solution.plan),
+        weights=tuple(layers),
+        value=solution.value,
+    )
+
+    # The plan as a true (unquantized) model, and the zero-layer baseline.
+    model = build_model(split, embedding, layers, config, data_spec)
+    baseline = build_model(split, embedding, [], config, data_spec)
+    report = make_report(
+        dataset=dataset,
+        split=split,
+        config=config,
+        solution=solution,
+        plan=plan,
+        model=model,
+        baseline=baseline,
+        codebook=codebook,
+        actions=actions,
+        measure_radius=measure_radius,
+        n_atoms=initial.n_atoms,
+    )
+    report["wall_seconds"] = round(time.perf_counter() - started, 3)
+    return TrainResult(plan=plan, solution=solution, report=report, model=model)
+
+
+def make_report(
+    *,
+    dataset,
+    split,
+    config,
+    solution,
+    plan,
+    model,
+    baseline,
+    codebook,
+    actions,
+    measure_radius,
+    n_atoms,
+) -> dict[str, Any]:
+    """The report's figures (``wall_seconds`` and ``model_path`` are added later)."""
+    train_figures = evaluate(model, split.train, config.cost)
+    test_figures = evaluate(model, split.test, config.cost)
+    baseline_figures = evaluate(baseline, split.test, config.cost)
+
+    report: dict[str, Any] = {
+        "method": solution.method,
+        "data": dataset.name,
+        "task": dataset.task,
+        "cost": config.cost,
+        "layers": config.n_layers,
+        "n_train": split.train.n_sequences,
+        "n_test": split.test.n_sequences,
+        "quantized_value": solution.value,
+        "train_loss": train_figures["loss"],
+        "test_loss": test_figures["loss"],
+    }
+    if "accuracy" in test_figures:
+        report["train_accuracy"] = train_figures["accuracy"]
+        report["test_accuracy"] = test_figures["accuracy"]
+    report["baseline_no_layers"] = {
+        "test_loss": baseline_figures["loss"],
+        **(
+            {"test_accuracy": baseline_figures["accuracy"]}
+            if "accuracy" in baseline_figures
+            else {}
+        ),
+    }
+    report["radii"] = {
+        "state": codebook.radius,
+        "state_data": codebook.data_radius,
+        "measure": measure_radius,
+        "action": actions.covering_radius,
+    }
+    report["counts"] = {
+        "states_expanded": solution.states_expanded,
+        "transitions": solution.transitions,
+        "terminal_evaluations": solution.terminal_evaluations,
+        "states_per_layer": list(solution.states_per_layer),
+        "actions": len(actions),
+        "codes": codebook.size,
+        "atoms": n_atoms,
+    }
+    report["plan"] = [
+        {"layer": t, "action": a, "parameters": p}
+        for t, (a, p) in enumerate(zip(plan.actions, plan.parameters, strict=True))
+    ]
+    report["config"] = config.to_dict()
+    report["model_path"] = None
+    return report
