@@ -58,14 +58,14 @@ def test_family_score_is_temperature_plus_position_form():
 
 
 def test_quarter_turn_tells_before_from_after():
-    """With the library's encodings, <e_p, J e_q> = sum_k sin(2 pi k (p - q) / n)."""
+    """With the library's encodings, <e_p, J e_q> = sum_k sin(pi k (p - q) / n)."""
     n_tokens, position_dim = 6, 4
     encodings = torch.from_numpy(positional_encoding(n_tokens, position_dim))
     form = encodings @ quarter_turn(encodings).T  # (n, n): entry [p, q]
 
     offsets = torch.arange(n_tokens)[:, None] - torch.arange(n_tokens)[None]
     frequencies = torch.arange(1, position_dim // 2 + 1, dtype=torch.float64)
-    angles = 2 * math.pi * frequencies * offsets[..., None] / n_tokens
+    angles = math.pi * frequencies * offsets[..., None] / n_tokens
     torch.testing.assert_close(form, angles.sin().sum(-1), rtol=0.0, atol=1e-12)
     torch.testing.assert_close(form, -form.T, rtol=0.0, atol=1e-15)
 

@@ -104,7 +104,7 @@ def family_weights(
         score(i, j) = temperature <x_i, x_j> + position <e_i, J e_j>
 
     J is block-diagonal in 2x2 quarter turns [[0, -1], [1, 0]]. For the encodings
-    (cos, sin)(2 pi k p / n) it gives <e_p, J e_q> = sum_k sin(2 pi k (p - q) / n),
+    (cos, sin)(pi k p / n) it gives <e_p, J e_q> = sum_k sin(pi k (p - q) / n),
     which is odd in p - q: the score tells a token before from one after, so order
     matters. Then value = value_gain * R(angle), with R the rotation by `angle` in the
     plane of the first two coordinates, and the MLP is a scaled soft threshold,

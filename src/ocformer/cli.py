@@ -94,10 +94,11 @@ def train(
         int | None, typer.Option(help="Reduce the training measure to N atoms.")
     ] = None,
     dim: Annotated[
-        int | None, typer.Option(help="Token dimension d. [default: 4]")
+        int | None,
+        typer.Option(help="Token dimension d. [default: 4, at most d_in for pca]"),
     ] = None,
     embedding: Annotated[
-        str | None, typer.Option(help="pca or random. [default: pca]")
+        str | None, typer.Option(help="auto, pca or random. [default: auto]")
     ] = None,
     space: Annotated[
         str | None, typer.Option(help="Token set X: ball or sphere. [default: ball]")

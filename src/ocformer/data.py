@@ -343,12 +343,15 @@ def sunspots(*, window: int = 8) -> Dataset:
 
 
 def order(
-    *, n_sequences: int = 512, n_tokens: int = 6, token_dim: int = 2, seed: int = 0
+    *, n_sequences: int = 512, n_tokens: int = 4, token_dim: int = 1, seed: int = 0
 ) -> Dataset:
     """A synthetic task that only a model aware of token order can solve.
 
     Tokens are standard normal. The label is 1 when the token with the largest
-    Euclidean norm comes before the token with the smallest norm, else 0.
+    first feature comes before the token with the smallest first feature, else 0;
+    further features (``token_dim > 1``) are distractors. Any statistic that ignores
+    positions, the mean-pooled readout of a model with no layers among them, sees a
+    label independent of it.
 
     Args:
         n_sequences: number of sequences, at least 2.
@@ -374,8 +377,8 @@ def order(
             )
     rng = np.random.default_rng(seed)
     tokens = rng.standard_normal((n_sequences, n_tokens, token_dim))
-    norms = np.linalg.norm(tokens, axis=-1)  # (n_sequences, n_tokens)
-    labels = (norms.argmax(axis=1) < norms.argmin(axis=1)).astype(np.int64)
+    values = tokens[..., 0]  # (n_sequences, n_tokens)
+    labels = (values.argmax(axis=1) < values.argmin(axis=1)).astype(np.int64)
     if np.unique(labels).size < 2:
         raise DataError(
             f"the order task with {n_sequences} sequences and seed {seed} must hold "

@@ -27,7 +27,9 @@ import torch
 from ocformer.errors import ConfigError, DataError
 
 SPACES = ("ball", "sphere")
-METHODS = ("pca", "random")
+METHODS = ("auto", "pca", "random")
+# Token dimension d when none is asked for (capped at the token size for pca).
+DEFAULT_DIM = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,8 +37,10 @@ class EmbeddingConfig:
     """Options of the embedding into X.
 
     Attributes:
-        dim: feature dimension d of X, at least 1 (at most token_dim for pca).
-        method: "pca" (principal axes of the training tokens) or "random" (a seeded
+        dim: feature dimension d of X, at least 1 (at most token_dim for pca);
+            None takes ``DEFAULT_DIM``, capped at token_dim for pca.
+        method: "auto" (pca when dim <= token_dim, else random), "pca" (principal
+            axes of the training tokens) or "random" (a seeded
             Gaussian matrix / sqrt(dim)).
         space: "ball" or "sphere".
         radius: radius R of X, positive.
@@ -47,21 +51,22 @@ class EmbeddingConfig:
         ConfigError: an option is out of range.
     """
 
-    dim: int = 4
-    method: Literal["pca", "random"] = "pca"
+    dim: int | None = None
+    method: Literal["auto", "pca", "random"] = "auto"
     space: Literal["ball", "sphere"] = "ball"
     radius: float = 1.0
     position_dim: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.dim < 1:
+        if self.dim is not None and self.dim < 1:
             raise ConfigError(
                 f"`dim` must be >= 1, got {self.dim}; use at least one feature."
             )
         if self.method not in METHODS:
             raise ConfigError(
-                f"`method` must be 'pca' or 'random', got {self.method!r}; pick one."
+                f"`method` must be 'auto', 'pca' or 'random', got {self.method!r}; "
+                "pick one."
             )
         _check_space(self.space, self.radius)
         if self.position_dim < 2 or self.position_dim % 2:
@@ -153,26 +158,30 @@ class Embedding:
         real = tokens[mask]  # (n_real, token_dim)
         token_dim = real.shape[1]
 
-        if config.method == "pca" and config.dim > token_dim:
+        dim = config.dim
+        if dim is None:
+            dim = min(DEFAULT_DIM, token_dim) if config.method == "pca" else DEFAULT_DIM
+        method = config.method
+        if method == "auto":
+            method = "pca" if dim <= token_dim else "random"
+        if method == "pca" and dim > token_dim:
             raise ConfigError(
                 f"`dim` must be <= {token_dim} (the features per token) for pca, "
-                f"got {config.dim}; use --method random or a smaller dim."
+                f"got {dim}; use --embedding random or a smaller --dim."
             )
-        needed = config.dim if config.method == "pca" else 1
+        needed = dim if method == "pca" else 1
         if real.shape[0] < needed:
             raise DataError(
-                f"fitting a {config.method} embedding must see at least {needed} real "
+                f"fitting a {method} embedding must see at least {needed} real "
                 f"tokens, got {real.shape[0]}; use more data or a smaller dim."
             )
 
-        if config.method == "pca":
-            mean, matrix = _principal_axes(real, config.dim)
+        if method == "pca":
+            mean, matrix = _principal_axes(real, dim)
         else:
             rng = np.random.default_rng(config.seed)
             mean = real.mean(axis=0)
-            matrix = rng.standard_normal((token_dim, config.dim)) / math.sqrt(
-                config.dim
-            )
+            matrix = rng.standard_normal((token_dim, dim)) / math.sqrt(dim)
 
         # A spread at the level of the centring's rounding error is no spread: scaling
         # it up to the radius would blow noise up by ~1e15, so such data keep scale 1.
@@ -294,18 +303,27 @@ def project(points: torch.Tensor, *, space: str, radius: float) -> torch.Tensor:
         safe = torch.where(outside, norms, torch.ones_like(norms))
         return torch.where(outside, points * (radius / safe), points)
 
-    nonzero = norms > 0
+    # Dividing by the largest entry first keeps |x| from underflowing for tiny x.
+    largest = points.abs().amax(dim=-1, keepdim=True)  # (..., 1)
+    nonzero = largest > 0
+    scaled = points / torch.where(nonzero, largest, torch.ones_like(largest))
+    norms = torch.linalg.vector_norm(scaled, dim=-1, keepdim=True)
     safe = torch.where(nonzero, norms, torch.ones_like(norms))
     pole = torch.zeros_like(points)
     pole[..., 0] = radius
-    return torch.where(nonzero, points / safe * radius, pole)
+    return torch.where(nonzero, scaled / safe * radius, pole)
 
 
 def positional_encoding(n_tokens: int, dim: int) -> np.ndarray:
     """Fourier features of the positions 0..n_tokens-1.
 
-    Row p is [cos_1, sin_1, cos_2, sin_2, ...] with cos_k = cos(2 pi k p / n_tokens)
-    and sin_k = sin(2 pi k p / n_tokens), for k = 1..dim/2.
+    Row p is [cos_1, sin_1, cos_2, sin_2, ...] with cos_k = cos(pi k p / n_tokens)
+    and sin_k = sin(pi k p / n_tokens), for k = 1..dim/2.
+
+    The lowest frequency turns half a circle over the sequence, not a full one: with
+    a full turn the first token would follow the last, position-only attention would
+    be circulant, and every position would weigh the same after mean pooling, so no
+    order could reach the readout.
 
     Args:
         n_tokens: number of positions n, at least 1.
@@ -318,8 +336,8 @@ def positional_encoding(n_tokens: int, dim: int) -> np.ndarray:
         ConfigError: `n_tokens` below 1 or `dim` odd or below 2.
 
     Example:
-        >>> encoding = positional_encoding(4, 2)  # quarter turns around the circle
-        >>> bool(np.allclose(encoding, [[1, 0], [0, 1], [-1, 0], [0, -1]]))
+        >>> encoding = positional_encoding(2, 2)  # quarter turns
+        >>> bool(np.allclose(encoding, [[1, 0], [0, 1]]))
         True
     """
     if n_tokens < 1:
@@ -332,7 +350,7 @@ def positional_encoding(n_tokens: int, dim: int) -> np.ndarray:
             "pairs."
         )
     frequencies = np.arange(1, dim // 2 + 1)  # (dim/2,)
-    angles = 2 * np.pi * np.outer(np.arange(n_tokens), frequencies) / n_tokens
+    angles = np.pi * np.outer(np.arange(n_tokens), frequencies) / n_tokens
     encoding = np.empty((n_tokens, dim), dtype=np.float64)
     encoding[:, 0::2] = np.cos(angles)
     encoding[:, 1::2] = np.sin(angles)
