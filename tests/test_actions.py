@@ -119,7 +119,7 @@ def test_grid_is_product_in_parameter_order():
 
     values = [grid.get(name, DEFAULT_GRID[name]) for name in PARAMETERS]
     expected = np.array(list(itertools.product(*values)))
-    assert len(actions) == 3 * 2 * 1 * 2 * 2
+    assert len(actions) == 3 * 2 * 2 * 2 * 2
     np.testing.assert_array_equal(actions.parameters, expected)
     assert actions.parameter_names == PARAMETERS
     direct = family_weights(expected, dim=2, position_dim=2)
@@ -127,9 +127,9 @@ def test_grid_is_product_in_parameter_order():
 
 
 def test_default_grid_has_sixteen_actions():
-    """DEFAULT_GRID gives 16 actions."""
+    """DEFAULT_GRID gives 32 actions."""
     actions = grid_actions(dim=2, position_dim=2)
-    assert len(actions) == 16
+    assert len(actions) == 32
     assert actions.family == "grid"
 
 
@@ -268,8 +268,8 @@ def test_codebook_rejects_other_dim(tmp_path):
     path = tmp_path / "book.safetensors"
     save_codebook(grid_actions(dim=2, position_dim=2), path)
     message = (
-        r"codebook tensor `query` has shape \(16, 4, 4\) but dim=3, position_dim=2 "
-        r"need \(16, 4, 5\); save a codebook for this dim and position_dim."
+        r"codebook tensor `query` has shape \(32, 4, 4\) but dim=3, position_dim=2 "
+        r"need \(32, 4, 5\); save a codebook for this dim and position_dim."
     )
     with pytest.raises(DataError, match=message):
         load_codebook(path, dim=3, position_dim=2)
@@ -281,7 +281,7 @@ def test_codebook_rejects_inconsistent_action_count(tmp_path):
     tensors = grid_actions(dim=2, position_dim=2).weights.to_tensors()
     tensors["mlp_out"] = tensors["mlp_out"][:3].contiguous()
     save_file(tensors, str(path))
-    message = r"tensor `mlp_out` has shape \(3, 2, 4\) but .* need \(16, 2, 4\)"
+    message = r"tensor `mlp_out` has shape \(3, 2, 4\) but .* need \(32, 2, 4\)"
     with pytest.raises(DataError, match=message):
         load_codebook(path, dim=2, position_dim=2)
 

@@ -29,12 +29,14 @@ from ocformer.dynamics import WEIGHT_NAMES, LayerWeights
 from ocformer.errors import ConfigError, DataError
 
 PARAMETERS = ("temperature", "position", "value_gain", "angle", "mlp_gain")
+# 32 actions. A strong positional weight lets a layer tell early tokens from late
+# ones, and both signs of the value and MLP gains let it add or subtract.
 DEFAULT_GRID: Mapping[str, tuple[float, ...]] = {
-    "temperature": (1.0, 4.0),
-    "position": (-2.0, 2.0),
-    "value_gain": (1.0,),
+    "temperature": (0.0, 2.0),
+    "position": (-8.0, 8.0),
+    "value_gain": (-1.0, 1.0),
     "angle": (0.0, math.pi / 2),
-    "mlp_gain": (-1.0, 1.0),
+    "mlp_gain": (-2.0, 2.0),
 }
 DEFAULT_BASE: Mapping[str, float] = {
     "temperature": 1.0,

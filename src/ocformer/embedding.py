@@ -29,7 +29,7 @@ from ocformer.errors import ConfigError, DataError
 SPACES = ("ball", "sphere")
 METHODS = ("auto", "pca", "random")
 # Token dimension d when none is asked for (capped at the token size for pca).
-DEFAULT_DIM = 4
+DEFAULT_DIM = 16
 
 
 @dataclass(frozen=True, kw_only=True)
