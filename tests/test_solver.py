@@ -59,6 +59,17 @@ def random_problem(
     )
 
 
+def rollout_value(problem, plan):
+    """Cost of ``plan`` in the quantized model, accumulated as brute force does."""
+    state = problem.initial
+    for action in plan:
+        (state,) = problem.successors(state, [action])
+    value = problem.terminal_cost(state)
+    for action in reversed(plan):
+        value = float(problem.running_costs()[action] + value)
+    return value
+
+
 @given(
     seed=st.integers(0, 10_000),
     n_layers=st.integers(1, 3),
@@ -72,7 +83,7 @@ def random_problem(
 def test_dp_equals_brute_force(
     seed, n_layers, levels, temperatures, angles, cost, action_cost
 ):
-    """DP's value and plan equal the brute-force optimum over every plan."""
+    """DP's value equals the brute-force optimum, and its plan attains it."""
     problem = random_problem(
         seed,
         n_layers=n_layers,
@@ -85,8 +96,9 @@ def test_dp_equals_brute_force(
     dp = solve(problem, "dp")
     brute = solve(problem, "brute")
     assert dp.value == brute.value
-    assert dp.plan == brute.plan
     assert dp.transitions <= brute.transitions
+    # Plans may differ only where two plans tie once rounded; DP's must be optimal.
+    assert rollout_value(problem, dp.plan) == brute.value
 
 
 def test_dp_plan_rolls_out_to_its_value():
@@ -100,11 +112,7 @@ def test_dp_plan_rolls_out_to_its_value():
         action_cost=0.01,
     )
     solution = solve(problem, "dp")
-    state = problem.initial
-    for action in solution.plan:
-        (state,) = problem.successors(state, [action])
-    running = problem.running_costs()[list(solution.plan)].sum()
-    assert solution.value == pytest.approx(problem.terminal_cost(state) + running)
+    assert rollout_value(problem, solution.plan) == solution.value
 
 
 def test_coarse_codebook_merges_states():

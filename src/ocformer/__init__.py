@@ -11,7 +11,7 @@ from ocformer.config import ActionConfig, QuantizerConfig, TrainConfig
 from ocformer.data import Dataset, Split, load_dataset, load_npz, split_dataset
 from ocformer.embedding import Embedding, EmbeddingConfig
 from ocformer.errors import ConfigError, DataError, OcformerError
-from ocformer.model import OCTransformer, load_model, save_model
+from ocformer.model import OCTransformer, align_dataset, load_model, save_model
 from ocformer.solver import Solution, solve
 from ocformer.train import Plan, TrainResult, train
 
@@ -31,6 +31,7 @@ __all__ = [
     "Split",
     "TrainConfig",
     "TrainResult",
+    "align_dataset",
     "grid_actions",
     "load_codebook",
     "load_dataset",

@@ -4,7 +4,8 @@
     ocformer predict --model runs/digits --data digits --split test --json
 
 Errors in the input end the command with one line on standard error and exit status
-2; nothing is written or replaced then.
+2; nothing is written or replaced then. ``--json`` prints plain JSON on standard
+output, whatever the terminal.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -42,7 +44,10 @@ err_console = Console(stderr=True)
 
 def fail(error: Exception) -> None:
     """Print one line naming the problem and exit with status 2."""
-    err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    # Escaped: messages quote user input and option syntax such as "value[0,1]",
+    # which rich would otherwise take for markup and drop.
+    message = escape(str(error))
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -95,7 +100,7 @@ def train(
     ] = None,
     dim: Annotated[
         int | None,
-        typer.Option(help="Token dimension d. [default: 4, at most d_in for pca]"),
+        typer.Option(help="Token dimension d. [default: 16, at most d_in for pca]"),
     ] = None,
     embedding: Annotated[
         str | None, typer.Option(help="auto, pca or random. [default: auto]")
@@ -136,7 +141,9 @@ def train(
     test_fraction: Annotated[
         float | None, typer.Option(help="Held-out share. [default: 0.2]")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of every random choice. [default: 0]")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML config file; flags override it.")
     ] = None,
@@ -149,7 +156,7 @@ def train(
 ) -> None:
     """Train by exact dynamic programming and report train and test figures."""
     from ocformer.data import load_dataset
-    from ocformer.model import save_model
+    from ocformer.model import MODEL_DIR, save_model
     from ocformer.train import train as run_training
 
     flags = {
@@ -171,26 +178,57 @@ def train(
         },
     }
     try:
+        check_out(out)
         flags["actions"]["grid"] = parse_grid(grid)
         base = read_toml(config) if config is not None else {}
         settings = TrainConfig.from_dict(merge(base, flags), str(config or "flags"))
-        dataset = load_dataset(data, seed=seed, n_sequences=n_sequences)
-        spec = {"name": data, "n_sequences": n_sequences}
+        dataset = load_dataset(data, seed=settings.seed, n_sequences=n_sequences)
         with _LayerProgress(settings.n_layers) as progress:
-            result = run_training(dataset, settings, progress=progress, data_spec=spec)
+            result = run_training(dataset, settings, progress=progress)
     except OcformerError as error:
         fail(error)
 
     report = result.report
     if out is not None:
-        model_dir = out / "model"
-        save_model(result.model, model_dir)
+        model_dir = out / MODEL_DIR
         report["model_path"] = str(model_dir)
-        write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
+        try:
+            save_model(result.model, model_dir)
+            write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
+        except OSError as error:
+            fail(
+                OcformerError(
+                    f"cannot write to `--out` {str(out)!r}: {error}; pass a writable "
+                    "directory."
+                )
+            )
     if as_json:
-        out_console.print_json(json.dumps(report))
+        typer.echo(json.dumps(report, indent=1))
     else:
         _print_summary(report, out)
+
+
+def check_out(out: Path | None) -> None:
+    """Reject an ``--out`` path that cannot become the output directory.
+
+    This runs before any work is done; the directory itself is created only once
+    there is something to write, so a failed run leaves no empty directory behind.
+    """
+    from ocformer.model import MODEL_DIR
+
+    if out is None:
+        return
+    for path in (out, out / MODEL_DIR):
+        if path.exists() and not path.is_dir():
+            raise OcformerError(
+                f"`--out` needs {str(path)!r} to be a directory, got a file; pass "
+                "a new or existing output directory."
+            )
+    if (out / "report.json").is_dir():
+        raise OcformerError(
+            f"`--out` needs {str(out / 'report.json')!r} to be a file, got a "
+            "directory; pass another output directory."
+        )
 
 
 class _LayerProgress:
@@ -225,7 +263,8 @@ class _LayerProgress:
 
 
 def _print_summary(report: dict[str, Any], out: Path | None) -> None:
-    table = Table(title=f"ocformer train: {report['data']} ({report['method']})")
+    title = f"ocformer train: {report['data']} ({report['method']})"
+    table = Table(title=escape(title))
     table.add_column("figure")
     table.add_column("value", justify="right")
     rows = [
@@ -262,17 +301,19 @@ def _print_summary(report: dict[str, Any], out: Path | None) -> None:
         ("wall seconds", f"{report['wall_seconds']:.1f}"),
     ]
     for name, value in rows:
-        table.add_row(name, str(value))
+        table.add_row(escape(name), escape(str(value)))
     out_console.print(table)
     if out is not None:
         out_console.print(
-            f"report: {out / 'report.json'}  model: {report['model_path']}"
+            escape(f"report: {out / 'report.json'}  model: {report['model_path']}")
         )
 
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Option(help="Directory written by train --out.")],
+    model: Annotated[
+        Path, typer.Option(help="Directory written by train --out (or its model/).")
+    ],
     data: Annotated[str, typer.Option(help="digits, sunspots, order, or a .npz path.")],
     split: Annotated[str, typer.Option(help="test, train or all.")] = "test",
     as_json: Annotated[
@@ -281,21 +322,30 @@ def predict(
 ) -> None:
     """Evaluate a saved model on a dataset split reproduced from training."""
     from ocformer.data import load_dataset, split_dataset
-    from ocformer.model import load_model
+    from ocformer.model import align_dataset, load_model
     from ocformer.train import evaluate
 
     try:
         if split not in ("test", "train", "all"):
-            raise OcformerError(f"`--split` must be test, train or all, got {split!r}.")
+            raise OcformerError(
+                f"`--split` must be test, train or all, got {split!r}; use test for "
+                "the held-out sequences."
+            )
         loaded = load_model(model)
         spec = loaded.config["data"]
-        same = data == spec["name"]
-        dataset = load_dataset(
-            data, seed=spec["seed"], n_sequences=spec["n_sequences"] if same else None
-        )
+        source = spec["source"] or {}
+        # The same dataset is rebuilt as in training (subset and split); another one
+        # is used whole before the split.
+        if data == source.get("name"):
+            dataset = load_dataset(
+                data, seed=source["seed"], n_sequences=source["n_sequences"]
+            )
+        else:
+            dataset = load_dataset(data)
+        dataset = align_dataset(loaded, dataset)
         if split != "all":
             parts = split_dataset(
-                dataset, test_fraction=spec["test_fraction"], seed=spec["seed"]
+                dataset, test_fraction=spec["test_fraction"], seed=spec["split_seed"]
             )
             dataset = parts.test if split == "test" else parts.train
         figures = evaluate(loaded, dataset, loaded.config["cost"])
@@ -304,13 +354,14 @@ def predict(
 
     result = {"data": data, "split": split, "n": dataset.n_sequences, **figures}
     if as_json:
-        out_console.print_json(json.dumps(result))
+        typer.echo(json.dumps(result, indent=1))
         return
-    table = Table(title=f"ocformer predict: {data} ({split})")
+    table = Table(title=escape(f"ocformer predict: {data} ({split})"))
     table.add_column("figure")
     table.add_column("value", justify="right")
     for name, value in result.items():
-        table.add_row(name, f"{value:.6g}" if isinstance(value, float) else str(value))
+        text = f"{value:.6g}" if isinstance(value, float) else str(value)
+        table.add_row(name, escape(text))
     out_console.print(table)
 
 

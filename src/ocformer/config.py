@@ -20,7 +20,10 @@ objects (``TrainConfig.from_dict(merge(read_toml(path), flags))``). A file reads
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -104,6 +107,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _at_least("n_layers", self.n_layers, 0, "use 0 for the readout alone")
         _at_least("codes", self.quantizer.codes, 2, "use at least two codewords")
+        _at_least("seed", self.seed, 0, "seeds are non-negative integers")
+        _at_least("seed", self.embedding.seed, 0, "seeds are non-negative integers")
         if self.quantizer.atoms is not None:
             _at_least("atoms", self.quantizer.atoms, 1, "or leave it unset")
         if self.method not in ("dp", "brute"):
@@ -119,24 +124,29 @@ class TrainConfig:
         if self.quantizer.codebook not in CODEBOOKS:
             raise ConfigError(
                 f"`codebook` must be kmeans or uniform, got "
-                f"{self.quantizer.codebook!r}."
+                f"{self.quantizer.codebook!r}; use kmeans (fitted to the data) or "
+                "uniform (a grid)."
             )
         if self.actions.family not in FAMILIES:
             raise ConfigError(
                 f"`family` must be one of {', '.join(FAMILIES)}, got "
-                f"{self.actions.family!r}."
+                f"{self.actions.family!r}; use grid unless you need another family."
             )
         if self.actions.family == "codebook" and not self.actions.path:
             raise ConfigError(
                 "the codebook family needs a weights file; pass --codebook-file PATH."
             )
-        if not self.step > 0:
-            raise ConfigError(f"`step` must be > 0, got {self.step}.")
-        if not self.ridge >= 0 or not self.action_cost >= 0:
+        if not (math.isfinite(self.step) and self.step > 0):
             raise ConfigError(
-                f"`ridge` and `action_cost` must be >= 0, got {self.ridge} and "
-                f"{self.action_cost}."
+                f"`step` must be a finite number > 0, got {self.step}; use e.g. 0.5."
             )
+        for name in ("ridge", "action_cost"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(
+                    f"`{name}` must be a finite number >= 0, got {value}; use 0 to "
+                    "switch it off."
+                )
         if not 0 < self.test_fraction < 1:
             raise ConfigError(
                 f"`test_fraction` must be in (0, 1), got {self.test_fraction}; "
@@ -150,13 +160,22 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "options") -> TrainConfig:
         """Build from a nested dictionary whose sections are ``embedding``,
-        ``quantizer`` and ``actions``; ``source`` names it in error messages."""
+        ``quantizer`` and ``actions``; ``source`` names it in error messages.
+
+        Raises:
+            ConfigError: on an unknown key, a value of the wrong type, or an option
+                out of range.
+        """
         sections = {
             "embedding": EmbeddingConfig,
             "quantizer": QuantizerConfig,
             "actions": ActionConfig,
         }
         built = dict(values)
+        # The run's seed seeds the embedding too, unless the embedding names its own.
+        embedding = built.get("embedding", {})
+        if "seed" in built and isinstance(embedding, dict) and "seed" not in embedding:
+            built["embedding"] = {**embedding, "seed": built["seed"]}
         for name, kind in sections.items():
             if isinstance(built.get(name), dict):
                 built[name] = _build(kind, built[name], source)
@@ -175,11 +194,21 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with the non-None values of ``overrides``, one level of nesting deep."""
+    """``base`` with the non-None values of ``overrides``; sections merge key by key.
+
+    Raises:
+        ConfigError: if ``overrides`` has a section where ``base`` has a plain value.
+    """
     merged = dict(base)
     for name, value in overrides.items():
         if isinstance(value, dict):
-            merged[name] = merge(merged.get(name) or {}, value)
+            current = merged.get(name)
+            if current is not None and not isinstance(current, dict):
+                raise ConfigError(
+                    f"`{name}` must be a table of options, got {current!r}; write "
+                    f"its options under a [{name}] header."
+                )
+            merged[name] = merge(current or {}, value)
         elif value is not None:
             merged[name] = value
     return merged
@@ -194,15 +223,64 @@ def _build(kind: type, values: dict[str, Any], source: str | Path) -> Any:
             f"unknown key {unknown[0]!r} in {str(source)!r}; known keys of "
             f"{kind.__name__} are {', '.join(sorted(known))}."
         )
-    if kind is ActionConfig:
-        values = dict(values)
-        if values.get("grid") is not None:
-            values["grid"] = {k: tuple(v) for k, v in values["grid"].items()}
-        if values.get("entries") is not None:
-            values["entries"] = tuple(values["entries"])
-    return kind(**values)
+    hints = typing.get_type_hints(kind)
+    checked = {
+        name: _check_type(name, value, hints[name], source)
+        for name, value in values.items()
+    }
+    return kind(**checked)
+
+
+def _check_type(name: str, value: Any, hint: Any, source: str | Path) -> Any:
+    """``value`` converted to the type ``hint`` of option ``name`` (TOML lists become
+    tuples, integers floats), or a ConfigError naming the option and the bad value."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [arg for arg in args if arg is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    if dataclasses.is_dataclass(hint):
+        ok, wanted = isinstance(value, hint), f"a [{name}] table of options"
+    elif origin is Literal:
+        ok, wanted = isinstance(value, str), "one of " + ", ".join(args)
+    elif hint is bool or hint is str:
+        ok, wanted = isinstance(value, hint), hint.__name__
+    elif hint is int:
+        ok, wanted = _is_int(value), "an integer"
+    elif hint is float:
+        ok, wanted = _is_number(value), "a number"
+        value = float(value) if ok else value
+    elif origin is tuple:  # tuple[str, ...]
+        ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        wanted, value = "a list of strings", tuple(value) if ok else value
+    elif origin is dict:  # dict[str, tuple[float, ...]]: the grid
+        ok = isinstance(value, dict) and all(
+            isinstance(v, list | tuple) and all(map(_is_number, v))
+            for v in value.values()
+        )
+        wanted = "a table of number lists, e.g. { temperature = [1.0, 4.0] }"
+        value = {k: tuple(map(float, v)) for k, v in value.items()} if ok else value
+    else:  # an internal invariant: every option type is handled above
+        raise TypeError(f"option {name!r} has an unchecked type {hint!r}")
+
+    if not ok:
+        raise ConfigError(
+            f"`{name}` in {str(source)!r} must be {wanted}, got {value!r}; fix its "
+            "value."
+        )
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _at_least(name: str, value: int, minimum: int, fix: str) -> None:
-    if not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"`{name}` must be >= {minimum}, got {value}; {fix}.")
+    if not _is_int(value) or value < minimum:
+        raise ConfigError(f"`{name}` must be >= {minimum}, got {value!r}; {fix}.")

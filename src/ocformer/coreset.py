@@ -68,8 +68,15 @@ def sequence_distances(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         first: float array of shape (a, n_tokens, dim); padding tokens are zero.
         second: float array of shape (b, n_tokens, dim).
     """
-    gaps = first[:, None] - second[None]  # (a, b, n_tokens, dim)
-    return np.linalg.norm(gaps, axis=-1).mean(-1)
+    from scipy.spatial.distance import cdist
+
+    # One position at a time: the (a, b, n_tokens, dim) array of all gaps would take
+    # gigabytes for a few thousand sequences.
+    n_tokens = first.shape[1]
+    total = np.zeros((len(first), len(second)))
+    for position in range(n_tokens):
+        total += cdist(first[:, position], second[:, position])
+    return total / n_tokens
 
 
 def reduce_measure(
@@ -128,6 +135,8 @@ def reduce_measure(
         labels = fitted.fit_predict(features[group])
         for cluster in range(clusters):
             members = group[labels == cluster]
+            if len(members) == 0:  # k-means may leave a cluster empty
+                continue
             gaps = features[members] - fitted.cluster_centers_[cluster]
             index.append(members[np.argmin((gaps**2).sum(1))])
             sizes.append(len(members))
@@ -143,5 +152,7 @@ def reduce_measure(
     else:
         cost = cost + 2 * radius * (targets[:, None] != targets[index][None])
     full = np.full(n_sequences, 1.0 / n_sequences)
-    distance = float(ot.emd2(full, counts / atoms, cost))
+    # The default iteration cap stops short of the optimum (with a warning) for a
+    # few thousand sequences; the network simplex needs far fewer than this.
+    distance = float(ot.emd2(full, counts / atoms, cost, numItermax=10_000_000))
     return Coreset(index.astype(np.int64), counts, atoms, distance)

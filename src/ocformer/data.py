@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zipfile
 import zlib
@@ -51,6 +52,9 @@ class Dataset:
             0..max(targets) when omitted; kept by `subset`, so a part of a dataset may
             lack some classes.
         chronological: the sequences are in time order and must be split by order.
+        source: the arguments of `load_dataset` that rebuild exactly these sequences
+            (``name``, ``seed``, ``n_sequences``), or None for data built otherwise.
+            A trained model keeps it, so that predictions can reproduce the split.
 
     Raises:
         DataError: shapes disagree, there is no sequence, a sequence has no real token,
@@ -65,6 +69,7 @@ class Dataset:
     task: Task
     classes: tuple | None = None
     chronological: bool = False
+    source: dict | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -523,7 +528,11 @@ def load_dataset(
             "a dataset needs at least two sequences."
         )
     if name == "order":
-        return order(n_sequences=512 if n_sequences is None else n_sequences, seed=seed)
+        dataset = order(
+            n_sequences=512 if n_sequences is None else n_sequences, seed=seed
+        )
+        source = {"name": name, "seed": seed, "n_sequences": n_sequences}
+        return dataclasses.replace(dataset, source=source)
     if name == "digits":
         dataset = digits()
     elif name == "sunspots":
@@ -536,8 +545,9 @@ def load_dataset(
             "to an .npz file."
         )
 
+    source = {"name": name, "seed": seed, "n_sequences": n_sequences}
     if n_sequences is None:
-        return dataset
+        return dataclasses.replace(dataset, source=source)
     if n_sequences > dataset.n_sequences:
         raise ConfigError(
             f"`n_sequences` must be at most {dataset.n_sequences} for dataset "
@@ -545,4 +555,4 @@ def load_dataset(
         )
     rng = np.random.default_rng(seed)
     index = np.sort(rng.choice(dataset.n_sequences, size=n_sequences, replace=False))
-    return dataset.subset(index)
+    return dataclasses.replace(dataset.subset(index), source=source)

@@ -6,6 +6,9 @@ attention on ``[x; e_p]`` with a residual step, a ReLU MLP with a residual step 
 projection onto X (the role layer normalisation plays), then mean pooling and a linear
 head. Nothing in it depends on ocformer's solver; the weights travel as safetensors
 and the shapes as JSON.
+
+``ocformer train --out DIR`` writes the two files into ``DIR/model``; :func:`load_model`
+takes that directory, ``DIR`` itself, or either file.
 """
 
 from __future__ import annotations
@@ -14,20 +17,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional
 
 from ocformer.atomic import write_atomic, write_text_atomic
 from ocformer.cost import readout
+from ocformer.data import Dataset
 from ocformer.dynamics import LayerWeights
 from ocformer.embedding import project
-from ocformer.errors import DataError
+from ocformer.errors import DataError, OcformerError
 
 FORMAT = "ocformer-model/1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
+# Where ``ocformer train --out DIR`` puts the two files, relative to DIR.
+MODEL_DIR = "model"
+LOAD_FIX = "pass the directory that `ocformer train --out DIR` wrote"
 
 
 class EncoderLayer(nn.Module):
@@ -67,7 +76,7 @@ class EncoderLayer(nn.Module):
         middle = tokens + self.step * attended
         moved = middle + self.step * self.mlp_out(torch.relu(self.mlp_in(middle)))
         moved = project(moved, space=self.space, radius=self.radius)
-        return moved * mask[..., None]
+        return moved.masked_fill(~mask[..., None], 0.0)
 
 
 class OCTransformer(nn.Module):
@@ -116,21 +125,31 @@ class OCTransformer(nn.Module):
     def features(self, tokens: torch.Tensor, mask: torch.Tensor | None = None):
         """Pooled final tokens (batch, dim) of raw tokens (batch, n_tokens, d_in)."""
         tokens = torch.as_tensor(tokens, dtype=torch.float64)
-        if tokens.shape[1:] != (len(self.encodings), self.token_dim):
+        expected = (len(self.encodings), self.token_dim)
+        if tokens.ndim != 3 or tokens.shape[1:] != expected:
             raise DataError(
-                f"the model takes sequences of {len(self.encodings)} tokens with "
-                f"{self.token_dim} features, got shape {tuple(tokens.shape[1:])}; "
-                "predict on data shaped like the training data."
+                f"the model takes sequences of shape (batch, {expected[0]}, "
+                f"{expected[1]}) (tokens, features per token), got shape "
+                f"{tuple(tokens.shape)}; predict on data shaped like the training data."
             )
         if mask is None:
             mask = torch.ones(tokens.shape[:2], dtype=torch.bool)
         mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.shape != tokens.shape[:2]:
+            raise DataError(
+                f"`mask` must have shape {tuple(tokens.shape[:2])}, one flag per "
+                f"token, got {tuple(mask.shape)}; pass True for real tokens."
+            )
 
+        # Padding is replaced, not multiplied, by zero: raw padding values may be
+        # anything, NaN included, and must not reach a real token.
+        padding = ~mask[..., None]  # (batch, n_tokens, 1)
+        tokens = tokens.masked_fill(padding, 0.0)
         embedded = (tokens - self.embedding_mean) @ self.embedding_matrix
         embedded = embedded * self.config["embedding"]["scale"]
         space = self.config["embedding"]["space"]
         radius = self.config["embedding"]["radius"]
-        state = project(embedded, space=space, radius=radius) * mask[..., None]
+        state = project(embedded, space=space, radius=radius).masked_fill(padding, 0.0)
         for layer in self.layers:
             state = layer(state, self.encodings, mask)
         return readout(state, mask)
@@ -151,40 +170,139 @@ def save_model(model: OCTransformer, directory: Path) -> tuple[Path, Path]:
     return weights_path, config_path
 
 
-def load_model(path: str | Path) -> OCTransformer:
-    """Load a model saved by :func:`save_model` from its directory or either file."""
+def model_directory(path: str | Path) -> Path:
+    """The directory holding ``model.json`` for a model path given by a user.
+
+    Args:
+        path: a directory written by :func:`save_model`, the ``--out`` directory of
+            ``ocformer train`` (which holds it as ``model/``), or either model file.
+
+    Raises:
+        DataError: if ``path`` is none of these.
+    """
     path = Path(path)
-    directory = path if path.is_dir() else path.parent
+    fix = LOAD_FIX
+    if not path.exists():
+        raise DataError(f"model path {str(path)!r} does not exist; {fix}.")
+    if path.is_file():
+        if path.name not in (CONFIG_FILE, WEIGHTS_FILE):
+            raise DataError(
+                f"model path {str(path)!r} must be a directory or its {CONFIG_FILE} "
+                f"or {WEIGHTS_FILE}, got another file; {fix}."
+            )
+        return path.parent
+    for directory in (path, path / MODEL_DIR):
+        if (directory / CONFIG_FILE).is_file():
+            return directory
+    raise DataError(
+        f"cannot load a model from {str(path)!r}: it holds no {CONFIG_FILE}, neither "
+        f"directly nor in {MODEL_DIR}/; {fix}."
+    )
+
+
+def load_model(path: str | Path) -> OCTransformer:
+    """Load a model saved by :func:`save_model`.
+
+    Args:
+        path: as for :func:`model_directory`.
+
+    Raises:
+        DataError: if no model can be loaded from ``path``.
+    """
+    directory = model_directory(path)
+    fix = LOAD_FIX
     try:
-        config: dict[str, Any] = json.loads((directory / CONFIG_FILE).read_text())
+        config: Any = json.loads((directory / CONFIG_FILE).read_text())
         tensors = load_file(directory / WEIGHTS_FILE)
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise DataError(
-            f"cannot load a model from {str(path)!r} ({error}); pass the directory "
-            "that `ocformer train --out DIR` wrote."
+            f"cannot load a model from {str(directory)!r} ({error}); {fix}."
         ) from None
-    if config.get("format") != FORMAT:
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
         raise DataError(
             f"{str(directory / CONFIG_FILE)!r} is not an ocformer model "
-            f"(format {config.get('format')!r}); pass a directory written by "
-            "`ocformer train`."
+            f"(format {found!r}, expected {FORMAT!r}); {fix}."
         )
 
-    layers = [
-        LayerWeights.from_tensors(
-            {
-                "query": tensors[f"layers.{i}.query.weight"][None],
-                "key": tensors[f"layers.{i}.key.weight"][None],
-                "value": tensors[f"layers.{i}.value.weight"][None],
-                "mlp_in": tensors[f"layers.{i}.mlp_in.weight"][None],
-                "mlp_bias": tensors[f"layers.{i}.mlp_in.bias"][None],
-                "mlp_out": tensors[f"layers.{i}.mlp_out.weight"][None],
-            }
+    # A model.json and model.safetensors that do not belong together fail here.
+    try:
+        missing = [k for k in ("task", "classes", "cost", "data") if k not in config]
+        if missing:  # read by predict, not by the module
+            raise KeyError(missing[0])
+        layers = [
+            LayerWeights.from_tensors(
+                {
+                    "query": tensors[f"layers.{i}.query.weight"][None],
+                    "key": tensors[f"layers.{i}.key.weight"][None],
+                    "value": tensors[f"layers.{i}.value.weight"][None],
+                    "mlp_in": tensors[f"layers.{i}.mlp_in.weight"][None],
+                    "mlp_bias": tensors[f"layers.{i}.mlp_in.bias"][None],
+                    "mlp_out": tensors[f"layers.{i}.mlp_out.weight"][None],
+                }
+            )
+            for i in range(config["n_layers"])
+        ]
+        model = OCTransformer(
+            config, layers, tensors["head.weight"].T, tensors["head.bias"]
         )
-        for i in range(config["n_layers"])
-    ]
-    model = OCTransformer(
-        config, layers, tensors["head.weight"].T, tensors["head.bias"]
-    )
-    model.load_state_dict(tensors)
+        model.load_state_dict(tensors)
+    except (KeyError, TypeError, ValueError, RuntimeError, OcformerError) as error:
+        raise DataError(
+            f"the model in {str(directory)!r} is damaged or incomplete "
+            f"({type(error).__name__}: {error}); {fix}."
+        ) from None
     return model
+
+
+def align_dataset(model: OCTransformer, dataset: Dataset) -> Dataset:
+    """``dataset`` with its targets as ``model``'s class indices, checked to fit.
+
+    A dataset file numbers its own classes 0..C-1 in label order, so a file that holds
+    only some of the training classes numbers them differently from the model; its
+    targets are renumbered by label here.
+
+    Args:
+        model: a trained model.
+        dataset: sequences to evaluate it on.
+
+    Returns:
+        The dataset, with the model's classes for classification.
+
+    Raises:
+        DataError: if the tokens' shape, the task or the class labels do not fit.
+    """
+    expected = (len(model.encodings), model.token_dim)
+    found = (dataset.n_tokens, dataset.token_dim)
+    if found != expected:
+        raise DataError(
+            f"the model takes sequences of shape {expected} (tokens, features per "
+            f"token), got {found} in dataset '{dataset.name}'; predict on data shaped "
+            "like the training data."
+        )
+    task = model.config["task"]
+    if dataset.task != task:
+        raise DataError(
+            f"the model was trained for {task}, got a {dataset.task} dataset "
+            f"'{dataset.name}'; predict on data with targets like the training data."
+        )
+    if task != "classification":
+        return dataset
+
+    classes = list(model.config["classes"])
+    unknown = [label for label in dataset.classes if label not in classes]
+    if unknown:
+        raise DataError(
+            f"the model knows the classes {classes}, got labels {unknown} in dataset "
+            f"'{dataset.name}'; predict on data labelled like the training data."
+        )
+    renumber = np.array([classes.index(label) for label in dataset.classes])
+    return Dataset(
+        name=dataset.name,
+        tokens=dataset.tokens,
+        targets=renumber[dataset.targets],
+        mask=dataset.mask,
+        task=dataset.task,
+        classes=tuple(classes),
+        chronological=dataset.chronological,
+    )

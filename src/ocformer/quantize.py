@@ -14,6 +14,7 @@ action histories reached the same quantized state.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -176,7 +177,12 @@ def uniform_codebook(
         raise ConfigError(
             f"`levels` must be >= 2, got {levels}; a grid needs two points per axis."
         )
-    _check_codes(levels**dim)
+    if levels**dim >= MAX_CODES:
+        raise ConfigError(
+            f"a uniform grid of {levels} levels per axis in {dim} dimensions has "
+            f"{levels**dim} codes, more than {MAX_CODES - 1}; use fewer levels "
+            "(--codes), a smaller --dim or the kmeans codebook."
+        )
 
     axis = np.linspace(-radius, radius, levels)
     grid = np.stack(np.meshgrid(*[axis] * dim, indexing="ij"), -1).reshape(-1, dim)
@@ -214,6 +220,7 @@ def kmeans_codebook(
         ConfigError: if ``codes`` is < 2 or exceeds the number of distinct tokens.
     """
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
     _check_codes(codes)
     distinct = len(np.unique(tokens, axis=0))
@@ -223,7 +230,17 @@ def kmeans_codebook(
             f"({distinct}), got {codes}; use fewer codes."
         )
 
-    fitted = KMeans(n_clusters=codes, n_init=4, random_state=seed).fit(tokens)
+    # Tokens that differ only by rounding can leave fewer clusters than asked for;
+    # scikit-learn then warns, and a codebook with duplicate codewords is refused.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        try:
+            fitted = KMeans(n_clusters=codes, n_init=4, random_state=seed).fit(tokens)
+        except ConvergenceWarning:
+            raise ConfigError(
+                f"k-means found fewer than {codes} distinct clusters in the training "
+                "tokens; use fewer --codes."
+            ) from None
     centres = torch.as_tensor(fitted.cluster_centers_, dtype=torch.float64)
     centres = project(centres, space=space, radius=radius).numpy()
     centres = centres[np.lexsort(centres.T[::-1])]

@@ -8,11 +8,12 @@ Dynamic programming (DESIGN.md section 4):
   only their terminal cost, once per distinct key.
 - backward pass: ``V_T = C_T`` and ``V_t(s) = min_a c(a) + V_{t+1}(child(s, a))``, ties
   to the lowest action index.
-- the plan rolls the greedy policy forward from Lambda_0. Among optimal plans it is the
-  lexicographically smallest, the same one brute force picks.
+- the plan rolls the greedy policy forward from Lambda_0; at every layer it takes the
+  lowest optimal action, so the plan is reproducible.
 
 Brute force is the oracle: it rolls every one of the ``L^T`` plans out independently, in
-lexicographic order, and keeps the first with the least cost.
+lexicographic order, and keeps the first with the least cost. Both find the same
+value; their plans can differ only between plans whose costs tie once rounded.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ def build_model(
     embedding: Embedding,
     layers: list[LayerWeights],
     config: TrainConfig,
-    data_spec: dict[str, Any],
+    source: dict[str, Any] | None,
 ) -> OCTransformer:
     """The torch module of a plan, its head refitted on the unquantized trajectory."""
     train = split.train
@@ -137,7 +138,12 @@ def build_model(
         "encodings": positional_encoding(
             train.n_tokens, config.embedding.position_dim
         ).tolist(),
-        "data": data_spec,
+        "data": {
+            "name": train.name,
+            "source": source,
+            "split_seed": config.seed,
+            "test_fraction": config.test_fraction,
+        },
     }
 
     # The head is solved on the true (unquantized) final tokens of the training set,
@@ -162,7 +168,6 @@ def train(
     config: TrainConfig | None = None,
     *,
     progress: Progress | None = None,
-    data_spec: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a Transformer on ``dataset`` by solving the quantized control problem.
 
@@ -170,8 +175,6 @@ def train(
         dataset: the whole dataset; it is split into train and test parts here.
         config: the run's configuration; defaults when None.
         progress: called as ``progress(layer, done, total)`` during the solve.
-        data_spec: how to rebuild the dataset (name, size, seed), stored with the
-            model so that ``ocformer predict`` can reproduce the split.
 
     Returns:
         The plan, the solver statistics, the report and the torch module.
@@ -182,14 +185,11 @@ def train(
     check_cost(config.cost, n_classes)
     split = split_dataset(dataset, test_fraction=config.test_fraction, seed=config.seed)
     train_part = split.train
-    data_spec = {
-        **(data_spec or {"name": dataset.name}),
-        "seed": config.seed,
-        "test_fraction": config.test_fraction,
-    }
 
     # Embedding, state codebook and (optionally) the measure coreset.
-    embedding = Embedding.fit(train_part.tokens, train_part.mask, config.embedding)
+    # The run's seed is the embedding's too: one seed fixes every random choice.
+    embedding_config = dataclasses.replace(config.embedding, seed=config.seed)
+    embedding = Embedding.fit(train_part.tokens, train_part.mask, embedding_config)
     tokens = embedding(train_part.tokens, train_part.mask)  # (M, n, dim)
     codebook = build_codebook(config, tokens[train_part.mask])
     index = np.arange(len(tokens))
@@ -241,8 +241,8 @@ def train(
     )
 
     # The plan as a true (unquantized) model, and the zero-layer baseline.
-    model = build_model(split, embedding, layers, config, data_spec)
-    baseline = build_model(split, embedding, [], config, data_spec)
+    model = build_model(split, embedding, layers, config, dataset.source)
+    baseline = build_model(split, embedding, [], config, dataset.source)
     report = make_report(
         dataset=dataset,
         split=split,
