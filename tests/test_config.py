@@ -153,7 +153,7 @@ def test_run_seed_seeds_the_embedding():
         (
             {"quantizer": {"levels": 4}},
             "unknown key 'levels' in 'run.toml'; known keys of QuantizerConfig are "
-            "atoms, codebook, codes.",
+            "atoms, codebook, codes, measure_radius.",
         ),
     ],
 )

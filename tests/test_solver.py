@@ -61,10 +61,10 @@ def random_problem(
 
 def rollout_value(problem, plan):
     """Cost of ``plan`` in the quantized model, accumulated as brute force does."""
-    state = problem.initial
+    state = problem.initial.codes[None]
     for action in plan:
-        (state,) = problem.successors(state, [action])
-    value = problem.terminal_cost(state)
+        state = problem.expand_paired(state, [action])
+    value = problem.terminal_cost(state[0])
     for action in reversed(plan):
         value = float(problem.running_costs()[action] + value)
     return value
@@ -133,7 +133,7 @@ def test_zero_layers_is_the_terminal_cost_of_the_data():
     )
     solution = solve(problem, "dp")
     assert solution.plan == ()
-    assert solution.value == problem.terminal_cost(problem.initial)
+    assert solution.value == problem.terminal_cost(problem.initial.codes)
 
 
 def test_unknown_method_is_rejected():

@@ -98,6 +98,13 @@ def train(
     atoms: Annotated[
         int | None, typer.Option(help="Reduce the training measure to N atoms.")
     ] = None,
+    measure_radius: Annotated[
+        float | None,
+        typer.Option(
+            help="Epsilon of the W1 net over each layer's states. "
+            "[default: 0, exact merging only]"
+        ),
+    ] = None,
     dim: Annotated[
         int | None,
         typer.Option(help="Token dimension d. [default: 16, at most d_in for pca]"),
@@ -169,7 +176,12 @@ def train(
         "test_fraction": test_fraction,
         "seed": seed,
         "embedding": {"dim": dim, "method": embedding, "space": space, "seed": seed},
-        "quantizer": {"codebook": codebook, "codes": codes, "atoms": atoms},
+        "quantizer": {
+            "codebook": codebook,
+            "codes": codes,
+            "atoms": atoms,
+            "measure_radius": measure_radius,
+        },
         "actions": {
             "family": family,
             "entries": entries,

@@ -67,11 +67,15 @@ class QuantizerConfig:
         codes: number of codewords for k-means; grid points per axis for uniform.
         atoms: reduce the training measure to at most this many atoms with weights
             on the 1/atoms lattice (a coreset); None keeps every sequence.
+        measure_radius: epsilon of the W1 net over the states of each layer: a new
+            state within epsilon of a kept one is represented by it. 0 merges only
+            identical measures.
     """
 
     codebook: Literal["kmeans", "uniform"] = "kmeans"
     codes: int = 16
     atoms: int | None = None
+    measure_radius: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +113,12 @@ class TrainConfig:
         _at_least("codes", self.quantizer.codes, 2, "use at least two codewords")
         _at_least("seed", self.seed, 0, "seeds are non-negative integers")
         _at_least("seed", self.embedding.seed, 0, "seeds are non-negative integers")
+        radius = self.quantizer.measure_radius
+        if not (isinstance(radius, int | float) and 0 <= radius < float("inf")):
+            raise ConfigError(
+                f"`measure_radius` must be a finite number >= 0, got {radius!r}; "
+                "0 merges only identical measures."
+            )
         if self.quantizer.atoms is not None:
             _at_least("atoms", self.quantizer.atoms, 1, "or leave it unset")
         if self.method not in ("dp", "brute"):

@@ -1,16 +1,18 @@
 """The quantized lifted MDP: finite states, finite actions, deterministic moves.
 
-A state is a quantized training measure ``Lambda`` (a ``quantize.Measure``), an
-action is the index of one layer weight set of an ``actions.ActionSet``, and one step
-is
+A state is a quantized training measure ``Lambda``: the codes of the atoms of Lambda_0,
+array of shape (atoms, n_tokens), atom ``m`` keeping its target and weight from layer
+to layer. An action is the index of one layer weight set of an ``actions.ActionSet``,
+and one step is
 
     Lambda  ->  quantize( Phi(Lambda, a) )
 
 where ``Phi`` moves every token of every atom through the layer of DESIGN.md section 1
-and ``quantize`` snaps each moved token to its nearest codeword and merges equal atoms.
-The cost of a plan ``(a_0, ..., a_{T-1})`` is ``sum_t c(a_t) + C_T(Lambda_T)``, with the
-running cost ``c(a) = action_cost * |a|^2`` on the action's weights and ``C_T`` the loss
-of the best closed-form head (:func:`ocformer.cost.terminal_cost`).
+and ``quantize`` snaps each moved token to its nearest codeword. Two states are the
+same measure when their canonical keys agree (``frontier.measure_keys``). The cost of
+a plan ``(a_0, ..., a_{T-1})`` is ``sum_t c(a_t) + C_T(Lambda_T)``, with the running
+cost ``c(a) = action_cost * |a|^2`` on the action's weights and ``C_T`` the loss of
+the best closed-form head (``cost.terminal_cost``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ import torch
 from ocformer.actions import ActionSet
 from ocformer.cost import CostKind, readout, terminal_cost
 from ocformer.dynamics import layer_step
+from ocformer.frontier import measure_keys
 from ocformer.quantize import Measure, StateCodebook, canonical_measure
+
+# Token coordinates one expansion may hold at once (about 64 MiB in float64).
+EXPANSION_BUDGET = 8 * 2**20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,7 +37,8 @@ class QuantizedProblem:
     """Everything that defines the finite MDP and its cost.
 
     Attributes:
-        initial: the quantized training measure Lambda_0.
+        initial: the quantized training measure Lambda_0; its atoms, in this order,
+            are the atoms of every state.
         codebook: the state codebook (token quantizer).
         actions: the finite action set, L layer weight sets.
         encodings: float64 tensor of shape (n_tokens, position_dim), e_p.
@@ -62,28 +69,65 @@ class QuantizedProblem:
     def n_actions(self) -> int:
         return len(self.actions)
 
+    @property
+    def mask(self) -> np.ndarray:
+        """Real tokens of every atom, bool array of shape (atoms, n_tokens)."""
+        return self.initial.codes != self.codebook.size
+
     def running_costs(self) -> np.ndarray:
         """c(a) for every action, shape (n_actions,)."""
         return self.action_cost * self.actions.norms() ** 2
 
-    def successors(self, measure: Measure, actions=None) -> list[Measure]:
-        """Quantized successors of one state under several actions.
+    def chunk_size(self, n_actions: int) -> int:
+        """How many states one call of ``expand`` should take at most."""
+        per_state = (
+            n_actions * self.initial.codes.size * self.codebook.codewords.shape[1]
+        )
+        return max(1, EXPANSION_BUDGET // max(per_state, 1))
+
+    def expand(self, states: np.ndarray, actions=None) -> np.ndarray:
+        """Quantized successors of a batch of states under several actions.
 
         Args:
-            measure: the current state.
-            actions: indices of the actions to apply (a sequence of ints); all
-                actions, in order, when None.
+            states: codes of shape (states, atoms, n_tokens).
+            actions: indices of the actions to apply to every state; all actions,
+                in order, when None.
 
         Returns:
-            One canonical measure per requested action, in the same order.
+            Codes of shape (states, actions, atoms, n_tokens).
         """
         weights = self.actions.weights
         if actions is not None:
             weights = weights.select(list(actions))
+        moved = self._move(states[None], weights)  # (actions, states, atoms, n, dim)
+        return moved.transpose(1, 0, 2, 3)
 
-        codes = torch.as_tensor(measure.codes.astype(np.int64))
-        mask = codes != self.codebook.size
-        tokens = self.codebook.decode(codes)[None]  # (1, atoms, n_tokens, dim)
+    def expand_paired(self, states: np.ndarray, actions) -> np.ndarray:
+        """Successor of state ``i`` under action ``actions[i]``, for every i.
+
+        Args:
+            states: codes of shape (states, atoms, n_tokens).
+            actions: one action index per state.
+
+        Returns:
+            Codes of shape (states, atoms, n_tokens).
+        """
+        weights = self.actions.weights.select(list(actions))
+        return self._move(states[:, None], weights)[:, 0]
+
+    def _move(self, states: np.ndarray, weights) -> np.ndarray:
+        """Move and quantize: (1 or A, states, atoms, n) -> (A, states, atoms, n).
+
+        With a leading 1 every action moves every state; with A, action ``a`` moves
+        the states of ``states[a]`` only.
+        """
+        batch, n_states, n_atoms, n_tokens = states.shape
+        codes = torch.as_tensor(states.astype(np.int64))
+        mask = torch.as_tensor(self.mask)[None].expand(n_states, -1, -1)
+        mask = mask.reshape(n_states * n_atoms, n_tokens)
+        tokens = self.codebook.decode(codes).reshape(
+            batch, n_states * n_atoms, n_tokens, -1
+        )
         moved = layer_step(
             tokens,
             mask,
@@ -92,17 +136,24 @@ class QuantizedProblem:
             step=self.step,
             space=self.space,
             radius=self.radius,
-        )  # (actions, atoms, n_tokens, dim)
+        )  # (actions, states * atoms, n_tokens, dim)
         new_codes = self.codebook.encode(moved, mask.expand(moved.shape[:-1]))
         new_codes = new_codes.numpy().astype(self.codebook.code_dtype)
+        return new_codes.reshape(len(weights), n_states, n_atoms, n_tokens)
 
-        return [
-            canonical_measure(codes_a, measure.targets, measure.counts)
-            for codes_a in new_codes
-        ]
+    def keys(self, states: np.ndarray) -> list[bytes]:
+        """Canonical keys of states of shape (..., atoms, n_tokens), flattened."""
+        flat = states.reshape(-1, *states.shape[-2:])
+        return measure_keys(flat, self.initial.targets, self.initial.counts)
 
-    def terminal_cost(self, measure: Measure) -> float:
-        """C_T of a final state: the loss of the best head on its pooled tokens."""
+    def terminal_cost(self, state: np.ndarray) -> float:
+        """C_T of a final state of shape (atoms, n_tokens).
+
+        The cost is computed on the canonical (sorted and merged) form of the measure,
+        so that it is a function of the measure alone, bit for bit, however its atoms
+        are ordered.
+        """
+        measure = canonical_measure(state, self.initial.targets, self.initial.counts)
         codes = torch.as_tensor(measure.codes.astype(np.int64))
         mask = codes != self.codebook.size
         features = readout(self.codebook.decode(codes), mask)

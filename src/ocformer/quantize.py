@@ -20,10 +20,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-import xxhash
 
 from ocformer.embedding import project
 from ocformer.errors import ConfigError
+from ocformer.frontier import measure_keys
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class Measure:
             padding code marks padding tokens.
         targets: array of shape (atoms,): int64 class indices or float64 values.
         counts: int64 array of shape (atoms,), the weight numerators.
-        key: 16-byte xxh3-128 digest of the canonical bytes.
+        key: 16-byte canonical key of the measure (``frontier.measure_keys``).
     """
 
     codes: np.ndarray
@@ -308,9 +308,5 @@ def canonical_measure(
     targets = np.ascontiguousarray(targets[first])
     counts = np.add.reduceat(counts.astype(np.int64), first)
 
-    digest = xxhash.xxh3_128()
-    digest.update(np.asarray(codes.shape, dtype=np.int64).tobytes())
-    digest.update(codes.tobytes())
-    digest.update(targets.tobytes())
-    digest.update(counts.tobytes())
-    return Measure(codes, targets, counts, digest.digest())
+    (key,) = measure_keys(codes[None], targets, counts)
+    return Measure(codes, targets, counts, key)

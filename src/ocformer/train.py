@@ -194,7 +194,7 @@ def train(
     codebook = build_codebook(config, tokens[train_part.mask])
     index = np.arange(len(tokens))
     counts = np.ones(len(tokens), dtype=np.int64)
-    measure_radius = 0.0
+    coreset_distance = 0.0
     if config.quantizer.atoms is not None:
         coreset = reduce_measure(
             tokens,
@@ -204,7 +204,11 @@ def train(
             radius=config.embedding.radius,
             seed=config.seed,
         )
-        index, counts, measure_radius = coreset.index, coreset.counts, coreset.distance
+        index, counts, coreset_distance = (
+            coreset.index,
+            coreset.counts,
+            coreset.distance,
+        )
 
     codes = codebook.encode(
         torch.as_tensor(tokens[index]), torch.as_tensor(train_part.mask[index])
@@ -231,7 +235,9 @@ def train(
         ridge=config.ridge,
         action_cost=config.action_cost,
     )
-    solution = solve(problem, config.method, progress)
+    solution = solve(
+        problem, config.method, progress, measure_radius=config.quantizer.measure_radius
+    )
     layers = [actions.weights.select([a]) for a in solution.plan]
     plan = Plan(
         actions=solution.plan,
@@ -253,7 +259,7 @@ def train(
         baseline=baseline,
         codebook=codebook,
         actions=actions,
-        measure_radius=measure_radius,
+        coreset_distance=coreset_distance,
         n_atoms=initial.n_atoms,
     )
     report["wall_seconds"] = round(time.perf_counter() - started, 3)
@@ -271,7 +277,7 @@ def make_report(
     baseline,
     codebook,
     actions,
-    measure_radius,
+    coreset_distance,
     n_atoms,
 ) -> dict[str, Any]:
     """The report's figures (``wall_seconds`` and ``model_path`` are added later)."""
@@ -305,7 +311,8 @@ def make_report(
     report["radii"] = {
         "state": codebook.radius,
         "state_data": codebook.data_radius,
-        "measure": measure_radius,
+        "measure": coreset_distance,
+        "measure_net": config.quantizer.measure_radius,
         "action": actions.covering_radius,
     }
     report["counts"] = {
@@ -313,6 +320,7 @@ def make_report(
         "transitions": solution.transitions,
         "terminal_evaluations": solution.terminal_evaluations,
         "states_per_layer": list(solution.states_per_layer),
+        "represented": solution.represented,
         "actions": len(actions),
         "codes": codebook.size,
         "atoms": n_atoms,
