@@ -163,28 +163,32 @@ def build_model(
     return OCTransformer(description, layers, head.weight, head.bias)
 
 
-def train(
-    dataset: Dataset,
-    config: TrainConfig | None = None,
-    *,
-    progress: Progress | None = None,
-) -> TrainResult:
-    """Train a Transformer on ``dataset`` by solving the quantized control problem.
+@dataclass(frozen=True)
+class Setup:
+    """The fitted pieces of a run before solving.
+
+    Attributes:
+        embedding: the embedding into X, fitted on the training tokens.
+        problem: the quantized MDP built from the training part.
+        coreset_distance: W1 from the training measure to its coreset (0 without).
+    """
+
+    embedding: Embedding
+    problem: QuantizedProblem
+    coreset_distance: float
+
+
+def build_problem(train_part: Dataset, config: TrainConfig) -> Setup:
+    """Embed, quantize and assemble the finite MDP of a training set.
 
     Args:
-        dataset: the whole dataset; it is split into train and test parts here.
-        config: the run's configuration; defaults when None.
-        progress: called as ``progress(layer, done, total)`` during the solve.
+        train_part: the training sequences.
+        config: the run's configuration.
 
     Returns:
-        The plan, the solver statistics, the report and the torch module.
+        The embedding, the quantized problem and the coreset's W1 distance.
     """
-    config = config or TrainConfig()
-    started = time.perf_counter()
-    n_classes = dataset.n_classes if dataset.task == "classification" else None
-    check_cost(config.cost, n_classes)
-    split = split_dataset(dataset, test_fraction=config.test_fraction, seed=config.seed)
-    train_part = split.train
+    n_classes = train_part.n_classes if train_part.task == "classification" else None
 
     # Embedding, state codebook and (optionally) the measure coreset.
     # The run's seed is the embedding's too: one seed fixes every random choice.
@@ -217,7 +221,7 @@ def train(
         codes.numpy().astype(codebook.code_dtype), train_part.targets[index], counts
     )
 
-    # The finite MDP and its exact solution.
+    # The finite MDP.
     position_dim = config.embedding.position_dim
     actions = build_actions(config, tokens.shape[-1], position_dim)
     encodings = torch.as_tensor(positional_encoding(train_part.n_tokens, position_dim))
@@ -235,6 +239,34 @@ def train(
         ridge=config.ridge,
         action_cost=config.action_cost,
     )
+    return Setup(embedding, problem, coreset_distance)
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig | None = None,
+    *,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train a Transformer on ``dataset`` by solving the quantized control problem.
+
+    Args:
+        dataset: the whole dataset; it is split into train and test parts here.
+        config: the run's configuration; defaults when None.
+        progress: called as ``progress(layer, done, total)`` during the solve.
+
+    Returns:
+        The plan, the solver statistics, the report and the torch module.
+    """
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    n_classes = dataset.n_classes if dataset.task == "classification" else None
+    check_cost(config.cost, n_classes)
+    split = split_dataset(dataset, test_fraction=config.test_fraction, seed=config.seed)
+    train_part = split.train
+
+    setup = build_problem(train_part, config)
+    problem, actions = setup.problem, setup.problem.actions
     solution = solve(
         problem, config.method, progress, measure_radius=config.quantizer.measure_radius
     )
@@ -247,8 +279,8 @@ def train(
     )
 
     # The plan as a true (unquantized) model, and the zero-layer baseline.
-    model = build_model(split, embedding, layers, config, dataset.source)
-    baseline = build_model(split, embedding, [], config, dataset.source)
+    model = build_model(split, setup.embedding, layers, config, dataset.source)
+    baseline = build_model(split, setup.embedding, [], config, dataset.source)
     report = make_report(
         dataset=dataset,
         split=split,
@@ -257,10 +289,10 @@ def train(
         plan=plan,
         model=model,
         baseline=baseline,
-        codebook=codebook,
+        codebook=problem.codebook,
         actions=actions,
-        coreset_distance=coreset_distance,
-        n_atoms=initial.n_atoms,
+        coreset_distance=setup.coreset_distance,
+        n_atoms=problem.initial.n_atoms,
     )
     report["wall_seconds"] = round(time.perf_counter() - started, 3)
     return TrainResult(plan=plan, solution=solution, report=report, model=model)
