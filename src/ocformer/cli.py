@@ -1,6 +1,8 @@
 """Command-line interface: ``ocformer train`` and ``ocformer predict``.
 
     ocformer train --data digits --layers 2 --out runs/digits
+    ocformer train --data digits --layers 3 --workers 4 --checkpoint runs/ckpt
+    ocformer train --resume runs/ckpt
     ocformer predict --model runs/digits --data digits --split test --json
 
 Errors in the input end the command with one line on standard error and exit status
@@ -14,7 +16,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,7 +32,11 @@ from rich.table import Table
 
 from ocformer.atomic import write_text_atomic
 from ocformer.config import TrainConfig, merge, read_toml
-from ocformer.errors import OcformerError
+from ocformer.errors import DataError, OcformerError
+
+if TYPE_CHECKING:
+    from ocformer.data import Dataset
+    from ocformer.estimate import Estimate
 
 app = typer.Typer(
     add_completion=False,
@@ -73,8 +79,9 @@ def parse_grid(items: list[str] | None) -> dict[str, tuple[float, ...]] | None:
 @app.command()
 def train(
     data: Annotated[
-        str, typer.Option(help="digits, sunspots, order, or a .npz path.")
-    ] = "digits",
+        str | None,
+        typer.Option(help="digits, sunspots, order, or a .npz path. [default: digits]"),
+    ] = None,
     n_sequences: Annotated[
         int | None, typer.Option(help="Use this many sequences (order: generate).")
     ] = None,
@@ -160,10 +167,59 @@ def train(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes that expand the DP's states in parallel: local worker "
+            "processes, or the CPUs of a local Ray cluster. [default: 1; ray: all "
+            "cores]"
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="Where states are expanded: local or ray. [default: local]"),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --backend ray: HOST:PORT of a running Ray cluster to join. "
+            "[default: start a local cluster on loopback]"
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Save the DP's progress in this directory after each layer."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the run checkpointed in this directory, with its options."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print upper bounds of the DP's states and memory, and exit.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Solve even if the estimated peak memory exceeds the available.",
+        ),
+    ] = False,
 ) -> None:
-    """Train by exact dynamic programming and report train and test figures."""
+    """Train by exact dynamic programming and report train and test figures.
+
+    ``--checkpoint DIR`` saves the DP after every layer; ``--resume DIR`` alone
+    continues that run, with the options stored in DIR, to the same result.
+    """
+    from ocformer.config import ExecutionConfig
     from ocformer.data import load_dataset
     from ocformer.model import MODEL_DIR, save_model
+    from ocformer.train import estimate_run
     from ocformer.train import train as run_training
 
     flags = {
@@ -189,16 +245,82 @@ def train(
             "path": str(codebook_file) if codebook_file else None,
         },
     }
+    execution_flags = {
+        "workers": workers,
+        "backend": backend,
+        "address": address,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "force": force or None,
+    }
+    # What defines the problem; a resumed run takes all of it from its checkpoint.
+    problem_flags = {
+        "--data": data,
+        "--n-sequences": n_sequences,
+        "--layers": layers,
+        "--method": method,
+        "--cost": cost,
+        "--codes": codes,
+        "--codebook": codebook,
+        "--atoms": atoms,
+        "--measure-radius": measure_radius,
+        "--dim": dim,
+        "--embedding": embedding,
+        "--space": space,
+        "--family": family,
+        "--grid": grid,
+        "--entries": entries,
+        "--scale": scale,
+        "--codebook-file": codebook_file,
+        "--step": step,
+        "--ridge": ridge,
+        "--action-cost": action_cost,
+        "--test-fraction": test_fraction,
+        "--seed": seed,
+        "--config": config,
+    }
     try:
+        if resume is not None:
+            settings, dataset, stored, stored_out = resumed_run(
+                resume, checkpoint, problem_flags
+            )
+            execution = ExecutionConfig.from_dict(
+                merge(stored, {**execution_flags, "checkpoint": str(resume)}),
+                str(resume),
+            )
+            out = out if out is not None else stored_out
+        else:
+            flags["actions"]["grid"] = parse_grid(grid)
+            base = read_toml(config) if config is not None else {}
+            source = str(config or "flags")
+            stored = _section(base.pop("execution", {}), "execution")
+            settings = TrainConfig.from_dict(merge(base, flags), source)
+            execution = ExecutionConfig.from_dict(
+                merge(stored, execution_flags), source
+            )
+            dataset = load_dataset(
+                data or "digits", seed=settings.seed, n_sequences=n_sequences
+            )
         check_out(out)
-        flags["actions"]["grid"] = parse_grid(grid)
-        base = read_toml(config) if config is not None else {}
-        settings = TrainConfig.from_dict(merge(base, flags), str(config or "flags"))
-        dataset = load_dataset(data, seed=settings.seed, n_sequences=n_sequences)
-        with _LayerProgress(settings.n_layers) as progress:
-            result = run_training(dataset, settings, progress=progress)
+        if dry_run:
+            bounds = estimate_run(dataset, settings, execution)
+        else:
+            with _LayerProgress(settings.n_layers) as progress:
+                result = run_training(
+                    dataset,
+                    settings,
+                    progress=progress,
+                    execution=execution,
+                    notes={"out": str(out) if out is not None else None},
+                )
     except OcformerError as error:
         fail(error)
+
+    if dry_run:
+        if as_json:
+            typer.echo(json.dumps(bounds.to_dict(), indent=1))
+        else:
+            _print_estimate(bounds)
+        return
 
     report = result.report
     if out is not None:
@@ -218,6 +340,65 @@ def train(
         typer.echo(json.dumps(report, indent=1))
     else:
         _print_summary(report, out)
+
+
+def resumed_run(
+    resume: Path, checkpoint: Path | None, problem_flags: dict[str, Any]
+) -> tuple[TrainConfig, Dataset, dict[str, Any], Path | None]:
+    """The configuration, dataset, execution options and ``--out`` stored in the
+    checkpoint directory ``resume``.
+
+    Raises:
+        OcformerError: if a flag that defines the problem is given too, or the
+            directory holds no checkpoint that the command line can restart.
+    """
+    from ocformer.checkpoint import STATE_FILE, read_state
+    from ocformer.data import load_dataset
+
+    if checkpoint is not None and checkpoint.resolve() != resume.resolve():
+        raise OcformerError(
+            f"`--resume` continues the checkpoint in {str(resume)!r}, got "
+            f"--checkpoint {str(checkpoint)!r} too; drop --checkpoint."
+        )
+    given = [name for name, value in problem_flags.items() if value is not None]
+    if given:
+        raise OcformerError(
+            f"`--resume` takes the run's options from {str(resume)!r}, got {given[0]} "
+            "too; drop it (with --resume only --workers, --backend, --address, --out, "
+            "--json and --force apply)."
+        )
+    state = read_state(resume)
+    if state is None:
+        raise DataError(
+            f"`--resume` found no {STATE_FILE} in {str(resume)!r}; pass the directory "
+            "that --checkpoint was given."
+        )
+    recipe, notes = state.get("recipe") or {}, state.get("notes") or {}
+    recipe_data = recipe.get("data")
+    if not recipe_data or "config" not in recipe:
+        raise DataError(
+            f"checkpoint {str(resume)!r} does not say how to rebuild its dataset (it "
+            "was written from Python); resume it by calling ocformer.train with the "
+            "same dataset, configuration and checkpoint."
+        )
+    settings = TrainConfig.from_dict(recipe["config"], str(resume / STATE_FILE))
+    dataset = load_dataset(
+        recipe_data["name"],
+        seed=recipe_data["seed"],
+        n_sequences=recipe_data["n_sequences"],
+    )
+    out = notes.get("out")
+    return settings, dataset, notes.get("execution") or {}, Path(out) if out else None
+
+
+def _section(value: Any, name: str) -> dict[str, Any]:
+    """A TOML section as a dictionary, or an error naming it."""
+    if not isinstance(value, dict):
+        raise OcformerError(
+            f"`{name}` must be a table of options, got {value!r}; write its options "
+            f"under an [{name}] header."
+        )
+    return value
 
 
 def check_out(out: Path | None) -> None:
@@ -272,6 +453,35 @@ class _LayerProgress:
                 f"layer {layer + 1}/{max(self.n_layers, 1)}", total=total
             )
         self.bar.update(self.tasks[layer], completed=done, total=total)
+
+
+def _print_estimate(bounds: Estimate) -> None:
+    """The ``--dry-run`` table: bounds per layer, then the totals."""
+    from ocformer.estimate import format_bytes, format_count
+
+    table = Table(title="ocformer train --dry-run: upper bounds of the DP")
+    for name in ("layer", "states", "bytes / state", "stored", "table", "transitions"):
+        table.add_column(name, justify="right")
+    for row in bounds.layers:
+        table.add_row(
+            str(row.layer),
+            format_count(row.states),
+            format_bytes(row.bytes_per_state),
+            format_bytes(row.state_bytes),
+            format_bytes(row.table_bytes),
+            format_count(row.transitions),
+        )
+    out_console.print(table)
+    verdict = "fits" if bounds.fits else "does NOT fit (pass --force to run anyway)"
+    for name, value in (
+        ("bytes per stored state", format_bytes(bounds.bytes_per_state)),
+        ("transitions", format_count(bounds.transitions)),
+        ("peak memory", format_bytes(bounds.peak_bytes)),
+        ("available memory", format_bytes(bounds.available_bytes)),
+        ("worker processes counted", str(bounds.workers)),
+    ):
+        out_console.print(escape(f"{name}: {value}"), highlight=False)
+    out_console.print(escape(f"the peak {verdict}"), highlight=False)
 
 
 def _print_summary(report: dict[str, Any], out: Path | None) -> None:

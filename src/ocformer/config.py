@@ -15,6 +15,12 @@ objects (``TrainConfig.from_dict(merge(read_toml(path), flags))``). A file reads
     [actions]
     family = "grid"
     grid = { temperature = [1.0, 4.0], angle = [0.0, 1.5708] }
+
+    [execution]
+    workers = 4
+
+How a run executes (workers, backend, checkpoint) is an ``ExecutionConfig`` of its own:
+it never changes the result, so it stays out of ``TrainConfig`` and its reports.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from ocformer.errors import ConfigError
 
 FAMILIES = ("grid", "ternary", "codebook")
 CODEBOOKS = ("kmeans", "uniform")
+BACKENDS = ("local", "ray")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,6 +197,67 @@ class TrainConfig:
             if isinstance(built.get(name), dict):
                 built[name] = _build(kind, built[name], source)
         return _build(cls, built, source)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionConfig:
+    """How a run is executed: none of it changes the result, only where and how fast.
+
+    Attributes:
+        workers: processes that expand the DP's states in parallel. Local backend:
+            worker processes, None or 1 expands in this process. Ray without an
+            address: the CPUs of the local cluster, None for every core.
+        backend: ``"local"`` (this machine) or ``"ray"`` (a Ray cluster).
+        address: with ray, ``HOST:PORT`` of a running cluster to join; None starts
+            a local cluster on the loopback interface for the run.
+        checkpoint: directory where the DP saves every completed layer, and from
+            which it resumes; None saves nothing.
+        force: solve even when the estimated peak memory exceeds the memory
+            available.
+    """
+
+    workers: int | None = None
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None
+    checkpoint: str | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers is not None:
+            _at_least("workers", self.workers, 1, "use 1 for a serial run")
+        if self.backend not in BACKENDS:
+            raise ConfigError(
+                f"`backend` must be local or ray, got {self.backend!r}; use local for "
+                "this machine or ray for a Ray cluster."
+            )
+        if self.address is not None and self.backend != "ray":
+            raise ConfigError(
+                f"`address` joins a Ray cluster, got {self.address!r} with backend "
+                f"{self.backend!r}; add --backend ray or drop --address."
+            )
+
+    def uses_dp_only(self) -> list[str]:
+        """The options set here that only the dp solver honours."""
+        options = []
+        if self.workers is not None and self.workers > 1:
+            options.append("--workers")
+        if self.backend != "local":
+            options.append("--backend ray")
+        if self.checkpoint is not None:
+            options.append("--checkpoint")
+        return options
+
+    @classmethod
+    def from_dict(
+        cls, values: dict[str, Any], source: str = "options"
+    ) -> ExecutionConfig:
+        """Build from a flat dictionary; ``source`` names it in error messages.
+
+        Raises:
+            ConfigError: on an unknown key, a value of the wrong type, or an option
+                out of range.
+        """
+        return _build(cls, values, source)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -2,12 +2,12 @@
 
 Dynamic programming (DESIGN.md section 4):
 
-- forward pass: from Lambda_0, expand every state of the frontier by every action (in
-  chunks of states, all actions at once), quantize, and deduplicate by the canonical
-  key, so that action histories reaching the same quantized measure share one subtree.
-  With a measure radius ``epsilon > 0`` a new state within W1 distance epsilon of a
-  kept state of its layer is represented by that state (``frontier.MeasureNet``).
-  The last layer's states are never stored: only their terminal cost, once per key.
+- forward pass (``ocformer.forward``): from Lambda_0, expand every state of the frontier
+  by every action (in chunks of states, all actions at once, through a mapper: this
+  process, a process pool or Ray), quantize, and deduplicate by the canonical key, so
+  that action histories reaching the same quantized measure share one subtree; with a
+  measure radius, an epsilon-net over each layer's measures. A
+  ``checkpoint.Checkpoint`` saves every completed layer and resumes from the last.
 - backward pass: ``V_T = C_T`` and ``V_t(s) = min_a c(a) + V_{t+1}(child(s, a))``, ties
   to the lowest action index.
 - the plan rolls the greedy policy forward from Lambda_0; at every layer it takes the
@@ -22,27 +22,30 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ocformer.errors import ConfigError
-from ocformer.frontier import MeasureNet
+from ocformer.forward import (
+    Forward,
+    Mapper,
+    Progress,
+    expand_layer,
+    measure_net,
+    serial_map,
+)
 from ocformer.mdp import QuantizedProblem
+
+if TYPE_CHECKING:
+    from ocformer.checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("dp", "brute")
 # Brute force refuses more plans than this: it would run for hours.
 MAX_BRUTE_PLANS = 1_000_000
-
-Progress = Callable[[int, int, int], None]
-"""Called as ``progress(layer, done, total)`` while a layer is being expanded."""
-
-Expansion = tuple[np.ndarray, list[bytes]]
-Mapper = Callable[[QuantizedProblem, Iterable[np.ndarray]], Iterator[Expansion]]
-"""Maps ``expand_chunk`` over chunks of states, yielding results in chunk order."""
 
 
 @dataclass(frozen=True)
@@ -72,27 +75,6 @@ class Solution:
     represented: int = 0
 
 
-def expand_chunk(problem: QuantizedProblem, states: np.ndarray) -> Expansion:
-    """Successors of a chunk of states under every action, and their keys.
-
-    Args:
-        problem: the MDP.
-        states: codes of shape (states, atoms, n_tokens).
-
-    Returns:
-        Codes of shape (states, actions, atoms, n_tokens) and one key per successor,
-        in (state, action) order.
-    """
-    children = problem.expand(states)
-    return children, problem.keys(children)
-
-
-def serial_map(problem: QuantizedProblem, chunks: Iterable[np.ndarray]):
-    """Expand chunks one after the other in this process."""
-    for chunk in chunks:
-        yield expand_chunk(problem, chunk)
-
-
 def solve(
     problem: QuantizedProblem,
     method: str = "dp",
@@ -100,6 +82,7 @@ def solve(
     *,
     measure_radius: float = 0.0,
     mapper: Mapper = serial_map,
+    checkpoint: Checkpoint | None = None,
 ) -> Solution:
     """Solve the quantized MDP exactly with ``method`` (``"dp"`` or ``"brute"``).
 
@@ -109,7 +92,10 @@ def solve(
         progress: called as ``progress(layer, done, total)``.
         measure_radius: epsilon of the measure net (dp only); 0 merges exactly
             equal measures only.
-        mapper: how chunks of states are expanded (serially by default).
+        mapper: how chunks of states are expanded (dp only; serially by default,
+            ``parallel.open_mapper`` for a process pool or Ray).
+        checkpoint: where the forward pass saves each layer and resumes from
+            (dp only; ``checkpoint.Checkpoint``).
     """
     if not measure_radius >= 0:
         raise ConfigError(
@@ -117,12 +103,23 @@ def solve(
             "identical measures."
         )
     if method == "dp":
-        return solve_dp(problem, progress, measure_radius=measure_radius, mapper=mapper)
+        return solve_dp(
+            problem,
+            progress,
+            measure_radius=measure_radius,
+            mapper=mapper,
+            checkpoint=checkpoint,
+        )
     if method == "brute":
         if measure_radius > 0:
             raise ConfigError(
                 "`measure_radius` applies to dp only; brute force rolls out every "
                 "plan of the quantized model. Drop --measure-radius or use --method dp."
+            )
+        if checkpoint is not None:
+            raise ConfigError(
+                "`checkpoint` applies to dp only; brute force keeps no layers to "
+                "save. Drop --checkpoint or use --method dp."
             )
         return solve_brute(problem, progress)
     raise ConfigError(
@@ -137,60 +134,39 @@ def solve_dp(
     *,
     measure_radius: float = 0.0,
     mapper: Mapper = serial_map,
+    checkpoint: Checkpoint | None = None,
 ) -> Solution:
-    """Forward-reachable dynamic programming over canonical quantized measures."""
+    """Forward-reachable dynamic programming over canonical quantized measures.
+
+    With a ``checkpoint`` the forward pass starts from the last layer it holds and
+    saves every layer it completes, so an interrupted solve resumes where it stopped
+    and returns the same solution as an uninterrupted one.
+    """
     horizon, n_actions = problem.n_layers, problem.n_actions
-    initial = problem.initial.codes
     if horizon == 0:
+        initial = problem.initial.codes
         return Solution("dp", (), problem.terminal_cost(initial), (1,), 0, 0, 1)
 
-    # Forward pass. tables[t][s, a] indexes layer t + 1; frontier holds layer t.
-    frontier = initial[None]  # (1, atoms, n_tokens)
-    tables: list[np.ndarray] = []
-    states_per_layer = [1]
-    terminal_values: list[float] = []
-    represented = 0
-    for layer in range(horizon):
-        last = layer == horizon - 1
-        net = _measure_net(problem, measure_radius)
-        index: dict[bytes, int] = {}
-        kept: list[np.ndarray] = []
-        count = 0
-        table = np.empty((len(frontier), n_actions), dtype=np.int64)
+    forward = checkpoint.load() if checkpoint is not None else None
+    if forward is None:
+        forward = Forward.start(problem)
+        if checkpoint is not None:
+            checkpoint.save(forward)  # resumable from the start already
+    elif forward.layer:
+        logger.info("resuming after %d of %d layers", forward.layer, horizon)
+    while forward.layer < horizon:
+        layer = forward.layer
+        net = measure_net(problem, measure_radius)
+        step = expand_layer(problem, forward.frontier, layer, net, mapper, progress)
+        logger.info(
+            "layer %d: %d states -> %d", layer, len(forward.frontier), step.count
+        )
+        forward.advance(step)
+        if checkpoint is not None:
+            checkpoint.save(forward)
 
-        size = problem.chunk_size(n_actions)
-        chunks = (frontier[i : i + size] for i in range(0, len(frontier), size))
-        row = 0
-        for children, keys in mapper(problem, chunks):
-            for child, key in zip(
-                children.reshape(-1, *initial.shape), keys, strict=True
-            ):
-                slot = index.get(key)
-                if slot is None and net is not None:
-                    found = net.find(child)
-                    if found is not None:
-                        slot = index[key] = found[0]
-                        represented += 1
-                if slot is None:
-                    slot = index[key] = count
-                    count += 1
-                    if net is not None:
-                        net.add(child.copy())
-                    if last:
-                        terminal_values.append(problem.terminal_cost(child))
-                    else:
-                        kept.append(child.copy())
-                table.flat[row] = slot
-                row += 1
-            if progress is not None:
-                progress(layer, row // n_actions, len(frontier))
-
-        logger.info("layer %d: %d states -> %d", layer, len(frontier), count)
-        tables.append(table)
-        states_per_layer.append(count)
-        frontier = np.stack(kept) if kept else frontier[:0]
-
-    plan, value = _backward(tables, np.asarray(terminal_values), problem)
+    plan, value = _backward(forward.tables, forward.terminal_values, problem)
+    states_per_layer = forward.states_per_layer
     expanded = sum(states_per_layer[:-1])
     return Solution(
         method="dp",
@@ -200,17 +176,8 @@ def solve_dp(
         states_expanded=expanded,
         transitions=expanded * n_actions,
         terminal_evaluations=states_per_layer[-1],
-        represented=represented,
+        represented=forward.represented,
     )
-
-
-def _measure_net(problem: QuantizedProblem, radius: float) -> MeasureNet | None:
-    """A fresh epsilon-net for one layer, or None for exact merging only."""
-    if radius == 0:
-        return None
-    lengths = problem.mask.sum(axis=1)
-    weights = problem.initial.weights
-    return MeasureNet(problem.codebook.codewords, weights, lengths, radius)
 
 
 def _backward(tables, terminal_values, problem) -> tuple[tuple[int, ...], float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,14 +13,18 @@ import numpy as np
 import torch
 
 from ocformer.actions import ActionSet, grid_actions, load_codebook, ternary_actions
-from ocformer.config import TrainConfig
+from ocformer.checkpoint import Checkpoint
+from ocformer.config import ExecutionConfig, TrainConfig
 from ocformer.coreset import reduce_measure
 from ocformer.cost import accuracy, check_cost, fit_head, loss
 from ocformer.data import Dataset, Split, split_dataset
 from ocformer.dynamics import LayerWeights
 from ocformer.embedding import Embedding, positional_encoding
+from ocformer.errors import ConfigError
+from ocformer.estimate import Estimate, estimate, format_bytes
 from ocformer.mdp import QuantizedProblem
 from ocformer.model import FORMAT, OCTransformer
+from ocformer.parallel import open_mapper
 from ocformer.quantize import (
     StateCodebook,
     canonical_measure,
@@ -247,6 +252,8 @@ def train(
     config: TrainConfig | None = None,
     *,
     progress: Progress | None = None,
+    execution: ExecutionConfig | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a Transformer on ``dataset`` by solving the quantized control problem.
 
@@ -254,22 +261,35 @@ def train(
         dataset: the whole dataset; it is split into train and test parts here.
         config: the run's configuration; defaults when None.
         progress: called as ``progress(layer, done, total)`` during the solve.
+        execution: workers, backend, checkpoint directory, memory check; none of
+            it changes the result. Defaults when None (serial, no checkpoint).
+        notes: JSON-able facts stored in the checkpoint for a later resume (the
+            command line keeps its ``--out`` there); not part of the result.
 
     Returns:
         The plan, the solver statistics, the report and the torch module.
+
+    Raises:
+        ConfigError: on options that do not fit together, or when the estimated
+            peak memory of the DP exceeds the memory available (unless
+            ``execution.force``).
+        DataError: when ``execution.checkpoint`` holds a checkpoint of another
+            problem.
     """
     config = config or TrainConfig()
+    execution = execution or ExecutionConfig()
     started = time.perf_counter()
     n_classes = dataset.n_classes if dataset.task == "classification" else None
     check_cost(config.cost, n_classes)
+    check_execution(config, execution)
     split = split_dataset(dataset, test_fraction=config.test_fraction, seed=config.seed)
     train_part = split.train
 
     setup = build_problem(train_part, config)
     problem, actions = setup.problem, setup.problem.actions
-    solution = solve(
-        problem, config.method, progress, measure_radius=config.quantizer.measure_radius
-    )
+    if config.method == "dp" and not execution.force:
+        check_memory(estimate_problem(problem, config, execution))
+    solution = solve_problem(problem, config, execution, progress, dataset, notes)
     layers = [actions.weights.select([a]) for a in solution.plan]
     plan = Plan(
         actions=solution.plan,
@@ -296,6 +316,102 @@ def train(
     )
     report["wall_seconds"] = round(time.perf_counter() - started, 3)
     return TrainResult(plan=plan, solution=solution, report=report, model=model)
+
+
+def check_execution(config: TrainConfig, execution: ExecutionConfig) -> None:
+    """Reject execution options that the chosen solver ignores."""
+    ignored = execution.uses_dp_only()
+    if config.method != "dp" and ignored:
+        raise ConfigError(
+            f"`{ignored[0]}` applies to --method dp only, got method "
+            f"{config.method!r}; drop {ignored[0]} or use --method dp."
+        )
+
+
+def solve_problem(
+    problem: QuantizedProblem,
+    config: TrainConfig,
+    execution: ExecutionConfig,
+    progress: Progress | None,
+    dataset: Dataset,
+    notes: dict[str, Any] | None = None,
+) -> Solution:
+    """Solve with the workers and the checkpoint that ``execution`` asks for."""
+    radius = config.quantizer.measure_radius
+    checkpoint = None
+    if execution.checkpoint is not None:
+        # The recipe rebuilds the problem (and is hashed with it); the notes only
+        # help a resume (execution options, the command line's --out).
+        checkpoint = Checkpoint(
+            execution.checkpoint,
+            problem,
+            measure_radius=radius,
+            recipe={"config": config.to_dict(), "data": dataset.source},
+            notes={"execution": dataclasses.asdict(execution), **(notes or {})},
+        )
+    with open_mapper(
+        problem,
+        backend=execution.backend,
+        workers=execution.workers,
+        address=execution.address,
+    ) as mapper:
+        return solve(
+            problem,
+            config.method,
+            progress,
+            measure_radius=radius,
+            mapper=mapper,
+            checkpoint=checkpoint,
+        )
+
+
+def estimate_problem(
+    problem: QuantizedProblem, config: TrainConfig, execution: ExecutionConfig
+) -> Estimate:
+    """The DP's bounds for ``problem``, counting the worker processes on this
+    machine (a joined Ray cluster's workers run elsewhere)."""
+    if execution.backend == "ray":
+        local = execution.address is None
+        workers = (execution.workers or os.cpu_count() or 1) if local else 1
+    else:
+        workers = execution.workers or 1
+    return estimate(
+        problem, measure_radius=config.quantizer.measure_radius, workers=workers
+    )
+
+
+def estimate_run(
+    dataset: Dataset,
+    config: TrainConfig | None = None,
+    execution: ExecutionConfig | None = None,
+) -> Estimate:
+    """Build the problem of a run and bound its DP, without solving (``--dry-run``).
+
+    Raises:
+        ConfigError: if the run would not use the dp solver.
+    """
+    config = config or TrainConfig()
+    if config.method != "dp":
+        raise ConfigError(
+            f"`--dry-run` estimates the dp solver, got method {config.method!r}; "
+            "drop --method brute (brute force holds one block of plans at a time)."
+        )
+    n_classes = dataset.n_classes if dataset.task == "classification" else None
+    check_cost(config.cost, n_classes)
+    split = split_dataset(dataset, test_fraction=config.test_fraction, seed=config.seed)
+    problem = build_problem(split.train, config).problem
+    return estimate_problem(problem, config, execution or ExecutionConfig())
+
+
+def check_memory(bounds: Estimate) -> None:
+    """Stop before solving when the estimated peak exceeds the available memory."""
+    if not bounds.fits:
+        raise ConfigError(
+            f"the DP may need {format_bytes(bounds.peak_bytes)} of memory at its peak "
+            f"(an upper bound), more than the {format_bytes(bounds.available_bytes)} "
+            "available; use fewer layers, actions or atoms or a --measure-radius, "
+            "see --dry-run, or pass --force to solve anyway."
+        )
 
 
 def make_report(
