@@ -347,3 +347,31 @@ def test_predict_rejects_unreadable_model(damage, tmp_path):
     result = runner.invoke(app, ["predict", "--model", str(model), "--data", "order"])
 
     assert_usage_error(result, match)
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("", "`--out` must name an output directory"),
+        ("afile/sub", "lies under the file"),
+    ],
+)
+def test_unusable_out_is_refused_before_training(tmp_path, monkeypatch, out, message):
+    """An empty --out or one below a file fails at once, before any training."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(
+        app, ["train", "--data", "order", "--n-sequences", "40", "--out", out]
+    )
+    assert result.exit_code == 2
+    assert message in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_huge_seed_is_a_clear_error():
+    """Seeds at or above 2**32 are refused with the limit named."""
+    result = CliRunner().invoke(
+        app, ["train", "--data", "order", "--layers", "1", "--seed", str(2**32)]
+    )
+    assert result.exit_code == 2
+    assert "`seed` must be < 2**32" in result.output

@@ -393,3 +393,15 @@ def test_load_dataset_bad_size(n_sequences, message):
     """n_sequences below 2 or above the available count is rejected."""
     with pytest.raises(ConfigError, match=f"`n_sequences` {message}"):
         load_dataset("digits", n_sequences=n_sequences)
+
+
+def test_tokens_without_features_are_rejected():
+    """Sequences whose tokens have no features are a clear error."""
+    with pytest.raises(DataError, match=r"at least one token of at least one feature"):
+        Dataset(
+            name="empty-features",
+            tokens=np.zeros((5, 3, 0)),
+            targets=np.array([0, 1, 0, 1, 0]),
+            mask=np.ones((5, 3), dtype=bool),
+            task="classification",
+        )

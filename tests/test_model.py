@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -230,3 +231,20 @@ def test_align_dataset_rejects_another_task(classifier):
 
     with pytest.raises(DataError, match="trained for classification, got a regression"):
         align_dataset(model, data)
+
+
+def test_weights_from_another_run_are_refused(tmp_path):
+    """A model.json refuses a model.safetensors it was not saved with."""
+    data = ocformer.load_dataset("order", n_sequences=60)
+    config = ocformer.TrainConfig(
+        n_layers=1, quantizer=ocformer.QuantizerConfig(codes=4)
+    )
+    first, second = tmp_path / "first", tmp_path / "second"
+    ocformer.save_model(ocformer.train(data, config).module(), first)
+    other = ocformer.TrainConfig(
+        n_layers=1, seed=1, quantizer=ocformer.QuantizerConfig(codes=4)
+    )
+    ocformer.save_model(ocformer.train(data, other).module(), second)
+    shutil.copy(second / "model.safetensors", first / "model.safetensors")
+    with pytest.raises(DataError, match="is not the weights file that"):
+        ocformer.load_model(first)

@@ -411,6 +411,26 @@ def check_out(out: Path | None) -> None:
 
     if out is None:
         return
+    if str(out).strip() in ("", "."):
+        raise OcformerError(
+            f"`--out` must name an output directory, got {str(out)!r}; pass e.g. "
+            "--out runs/mine."
+        )
+    # The nearest existing ancestor must be writable, or the run would fail at the
+    # end, after all its work.
+    existing = out.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise OcformerError(
+            f"`--out` {str(out)!r} cannot be written ({str(existing)!r} is not "
+            "writable); pass a writable directory."
+        )
+    if not existing.is_dir() and existing != out.absolute():
+        raise OcformerError(
+            f"`--out` {str(out)!r} lies under the file {str(existing)!r}; pass a "
+            "directory path."
+        )
     for path in (out, out / MODEL_DIR):
         if path.exists() and not path.is_dir():
             raise OcformerError(

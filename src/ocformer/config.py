@@ -362,3 +362,6 @@ def _is_number(value: Any) -> bool:
 def _at_least(name: str, value: int, minimum: int, fix: str) -> None:
     if not _is_int(value) or value < minimum:
         raise ConfigError(f"`{name}` must be >= {minimum}, got {value!r}; {fix}.")
+    # numpy and scikit-learn take seeds below 2**32 only.
+    if name == "seed" and value >= 2**32:
+        raise ConfigError(f"`seed` must be < 2**32, got {value}; use a smaller seed.")

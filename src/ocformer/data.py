@@ -92,6 +92,11 @@ class Dataset:
                 f"{where} must contain at least one sequence, got 0; "
                 "check the data source."
             )
+        if tokens.shape[1] == 0 or tokens.shape[2] == 0:
+            raise DataError(
+                f"`tokens` of {where} must have at least one token of at least one "
+                f"feature, got shape {tokens.shape}; check the data source."
+            )
         for key, array, shape in (
             ("mask", mask, tokens.shape[:2]),
             ("targets", targets, tokens.shape[:1]),

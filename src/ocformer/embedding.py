@@ -65,8 +65,8 @@ class EmbeddingConfig:
             )
         if self.method not in METHODS:
             raise ConfigError(
-                f"`method` must be 'auto', 'pca' or 'random', got {self.method!r}; "
-                "pick one."
+                f"the embedding `method` (--embedding) must be 'auto', 'pca' or "
+                f"'random', got {self.method!r}; pick one."
             )
         _check_space(self.space, self.radius)
         if self.position_dim < 2 or self.position_dim % 2:

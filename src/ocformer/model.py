@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import xxhash
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -165,9 +166,16 @@ def save_model(model: OCTransformer, directory: Path) -> tuple[Path, Path]:
     tensors = {name: value.contiguous() for name, value in model.state_dict().items()}
     weights_path, config_path = directory / WEIGHTS_FILE, directory / CONFIG_FILE
     write_atomic(weights_path, lambda tmp: save_file(tensors, tmp))
-    text = json.dumps(model.config, indent=1, sort_keys=True)
+    # The JSON names the weights it belongs to, so a mismatched pair is refused.
+    description = {**model.config, "weights_digest": _digest(weights_path)}
+    text = json.dumps(description, indent=1, sort_keys=True)
     write_text_atomic(config_path, text)
     return weights_path, config_path
+
+
+def _digest(path: Path) -> str:
+    """xxh3-128 of a file's bytes, in hex."""
+    return xxhash.xxh3_128_hexdigest(Path(path).read_bytes())
 
 
 def model_directory(path: str | Path) -> Path:
@@ -225,8 +233,19 @@ def load_model(path: str | Path) -> OCTransformer:
             f"(format {found!r}, expected {FORMAT!r}); {fix}."
         )
 
+    digest = config.get("weights_digest")
+    if digest is not None and digest != _digest(directory / WEIGHTS_FILE):
+        raise DataError(
+            f"{str(directory / WEIGHTS_FILE)!r} is not the weights file that "
+            f"{str(directory / CONFIG_FILE)!r} was saved with; {fix}."
+        )
+
     # A model.json and model.safetensors that do not belong together fail here.
     try:
+        if not isinstance(config.get("step"), int | float) or isinstance(
+            config.get("step"), bool
+        ):
+            raise TypeError(f"`step` must be a number, got {config.get('step')!r}")
         missing = [k for k in ("task", "classes", "cost", "data") if k not in config]
         if missing:  # read by predict, not by the module
             raise KeyError(missing[0])
