@@ -18,8 +18,8 @@ from ocformer.actions import (
     save_codebook,
     ternary_actions,
 )
-from ocformer.dynamics import WEIGHT_NAMES
-from ocformer.embedding import positional_encoding
+from ocformer.dynamics import WEIGHT_NAMES, layer_step
+from ocformer.embedding import positional_encoding, project
 from ocformer.errors import ConfigError, DataError
 
 ROWS = np.array(
@@ -115,7 +115,7 @@ def test_family_rejects_angle_in_one_dimension():
 def test_grid_is_product_in_parameter_order():
     """Grid actions follow the product of PARAMETERS, the first varying slowest."""
     grid = {"temperature": (1.0, 2.0, 3.0), "position": (0.0, 1.0)}
-    actions = grid_actions(dim=2, position_dim=2, grid=grid)
+    actions = grid_actions(dim=2, position_dim=2, grid=grid, identity=False)
 
     values = [grid.get(name, DEFAULT_GRID[name]) for name in PARAMETERS]
     expected = np.array(list(itertools.product(*values)))
@@ -126,11 +126,39 @@ def test_grid_is_product_in_parameter_order():
     assert torch.equal(actions.weights.flatten(), direct.flatten())
 
 
-def test_default_grid_has_sixteen_actions():
-    """DEFAULT_GRID gives 32 actions."""
+def test_default_grid_has_the_identity_and_thirty_two_actions():
+    """DEFAULT_GRID gives 32 actions, after the identity layer as action 0."""
     actions = grid_actions(dim=2, position_dim=2)
-    assert len(actions) == 32
+    assert len(actions) == 33
     assert actions.family == "grid"
+    assert actions.describe(0) == dict.fromkeys(PARAMETERS, 0.0)
+
+
+def test_identity_action_leaves_tokens_in_place():
+    """Action 0 of a grid moves no token of the ball."""
+    actions = grid_actions(dim=3, position_dim=2)
+    tokens = project(
+        torch.randn(1, 5, 4, 3, dtype=torch.float64), space="ball", radius=1.0
+    )
+    mask = torch.ones(5, 4, dtype=torch.bool)
+    encodings = torch.from_numpy(positional_encoding(4, 2))
+    moved = layer_step(
+        tokens,
+        mask,
+        encodings,
+        actions.weights.select([0]),
+        step=0.5,
+        space="ball",
+        radius=1.0,
+    )
+    torch.testing.assert_close(moved, tokens, rtol=0.0, atol=1e-15)
+
+
+def test_grid_holding_an_identity_layer_gets_no_second_one():
+    """A grid with both gains 0 somewhere is left as it is."""
+    grid = {"value_gain": (0.0, 1.0), "mlp_gain": (0.0,)}
+    actions = grid_actions(dim=2, position_dim=2, grid=grid)
+    assert len(actions) == 2 * 2 * 2 * 2
 
 
 def test_grid_rejects_unknown_parameter():
@@ -147,9 +175,14 @@ def test_grid_rejects_repeated_values():
 
 def test_grid_covering_radius_shrinks_when_refined():
     """Adding values inside the same box lowers the covering radius."""
-    coarse = grid_actions(dim=2, position_dim=2, grid={"temperature": (1.0, 4.0)})
+    coarse = grid_actions(
+        dim=2, position_dim=2, grid={"temperature": (1.0, 4.0)}, identity=False
+    )
     fine = grid_actions(
-        dim=2, position_dim=2, grid={"temperature": (1.0, 2.0, 3.0, 4.0)}
+        dim=2,
+        position_dim=2,
+        grid={"temperature": (1.0, 2.0, 3.0, 4.0)},
+        identity=False,
     )
     assert 0 < fine.covering_radius < coarse.covering_radius
 
@@ -157,7 +190,7 @@ def test_grid_covering_radius_shrinks_when_refined():
 def test_grid_covering_radius_of_single_point_is_zero():
     """A grid whose box is one point has covering radius 0."""
     grid = {name: (DEFAULT_GRID[name][0],) for name in PARAMETERS}
-    actions = grid_actions(dim=2, position_dim=2, grid=grid)
+    actions = grid_actions(dim=2, position_dim=2, grid=grid, identity=False)
     assert len(actions) == 1
     assert actions.covering_radius == 0.0
 
@@ -268,8 +301,8 @@ def test_codebook_rejects_other_dim(tmp_path):
     path = tmp_path / "book.safetensors"
     save_codebook(grid_actions(dim=2, position_dim=2), path)
     message = (
-        r"codebook tensor `query` has shape \(32, 4, 4\) but dim=3, position_dim=2 "
-        r"need \(32, 4, 5\); save a codebook for this dim and position_dim."
+        r"codebook tensor `query` has shape \(33, 4, 4\) but dim=3, position_dim=2 "
+        r"need \(33, 4, 5\); save a codebook for this dim and position_dim."
     )
     with pytest.raises(DataError, match=message):
         load_codebook(path, dim=3, position_dim=2)
@@ -281,7 +314,7 @@ def test_codebook_rejects_inconsistent_action_count(tmp_path):
     tensors = grid_actions(dim=2, position_dim=2).weights.to_tensors()
     tensors["mlp_out"] = tensors["mlp_out"][:3].contiguous()
     save_file(tensors, str(path))
-    message = r"tensor `mlp_out` has shape \(3, 2, 4\) but .* need \(32, 2, 4\)"
+    message = r"tensor `mlp_out` has shape \(3, 2, 4\) but .* need \(33, 2, 4\)"
     with pytest.raises(DataError, match=message):
         load_codebook(path, dim=2, position_dim=2)
 

@@ -30,8 +30,8 @@ def test_state_bounds_are_the_lesser_of_plans_and_code_arrays():
     problem = random_problem(
         0, n_layers=3, levels=2, temperatures=(0.5, 1.0), angles=(0.0, 1.0), atoms=1
     )
-    assert problem.codebook.size == 4 and problem.n_actions == 8
-    assert state_bounds(problem) == [1, 8, 64, 64]
+    assert problem.codebook.size == 4 and problem.n_actions == 9
+    assert state_bounds(problem) == [1, 9, 64, 64]
 
 
 def test_bounds_hold_for_the_solve():
@@ -101,7 +101,7 @@ def test_dry_run_prints_the_estimate_and_solves_nothing():
     assert result.exit_code == 0, result.output
     bounds = json.loads(result.stdout)
     assert [row["layer"] for row in bounds["layers"]] == [0, 1]
-    assert bounds["layers"][1]["states"] == 32
+    assert bounds["layers"][1]["states"] == 33
     assert bounds["peak_bytes"] > 0 and bounds["available_bytes"] > 0
     assert bounds["fits"] is True
     assert "quantized_value" not in bounds

@@ -43,7 +43,7 @@ def test_process_pool_equals_serial(small_chunks):
         assert isinstance(mapper, ProcessPoolMapper)
         pooled = solve(problem, "dp", mapper=mapper)
     assert pooled == serial
-    assert pooled.states_per_layer == (1, 7, 43, 206)
+    assert pooled.states_per_layer == (1, 8, 44, 207)
 
 
 def test_one_worker_is_serial():

@@ -211,13 +211,19 @@ def grid_actions(
     grid: Mapping[str, Sequence[float]] | None = None,
     threshold: float = 0.25,
     seed: int = 0,
+    identity: bool = True,
 ) -> ActionSet:
     """Build the product grid over the layer family of `family_weights`.
 
     Actions come in lexicographic product order of `PARAMETERS`, the first name
-    varying slowest. The covering radius is a Monte Carlo estimate *from below*: the
-    largest weight distance from any of 4096 seeded uniform samples of the grid's
-    bounding box (a parameter with one value stays fixed) to its nearest action.
+    varying slowest. With ``identity`` the identity layer (all five parameters 0:
+    value and MLP gains 0 leave every token where it is) comes first, as action 0,
+    unless the grid already holds a layer with both gains 0. A layer that cannot
+    lower the quantized cost then ties with it, and ties go to the lowest action, so
+    the plan does not move tokens without a reason. The covering radius is a Monte
+    Carlo estimate *from below*: the largest weight distance from any of 4096 seeded
+    uniform samples of the grid's bounding box (a parameter with one value stays
+    fixed) to its nearest action.
 
     Args:
         dim: token dimension d.
@@ -225,9 +231,11 @@ def grid_actions(
         grid: values per parameter name; missing names take `DEFAULT_GRID`'s.
         threshold: soft-threshold level of the MLP.
         seed: seed of the covering-radius samples.
+        identity: put the identity layer first.
 
     Returns:
-        ActionSet of family "grid" with the product of the value counts as L.
+        ActionSet of family "grid": the product of the value counts, plus one for
+        the identity layer when it is added.
 
     Raises:
         ConfigError: on an unknown parameter name, an empty or repeated value list, or
@@ -235,11 +243,16 @@ def grid_actions(
 
     Example:
         >>> len(grid_actions(dim=2, position_dim=2))
-        16
+        33
     """
     values = _grid_values(grid or {})
     axes = np.meshgrid(*values.values(), indexing="ij")
     parameters = np.stack([axis.reshape(-1) for axis in axes], axis=1)  # (L, 5)
+    gains = parameters[
+        :, [PARAMETERS.index("value_gain"), PARAMETERS.index("mlp_gain")]
+    ]
+    if identity and not (gains == 0).all(axis=1).any():
+        parameters = np.vstack([np.zeros(len(PARAMETERS)), parameters])
     weights = family_weights(
         parameters, dim=dim, position_dim=position_dim, threshold=threshold
     )

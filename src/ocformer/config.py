@@ -56,6 +56,7 @@ class ActionConfig:
         entries: for ``"ternary"``, entries such as ``"value[0,1]"``.
         scale: for ``"ternary"``, the magnitude s of a non-zero entry.
         path: for ``"codebook"``, the safetensors file.
+        identity: for ``"grid"``, add the identity layer as action 0.
     """
 
     family: Literal["grid", "ternary", "codebook"] = "grid"
@@ -63,6 +64,7 @@ class ActionConfig:
     entries: tuple[str, ...] | None = None
     scale: float = 1.0
     path: str | None = None
+    identity: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -78,7 +78,12 @@ def build_actions(config: TrainConfig, dim: int, position_dim: int) -> ActionSet
     """The finite action set that ``config.actions`` describes."""
     options = config.actions
     if options.family == "grid":
-        return grid_actions(dim=dim, position_dim=position_dim, grid=options.grid)
+        return grid_actions(
+            dim=dim,
+            position_dim=position_dim,
+            grid=options.grid,
+            identity=options.identity,
+        )
     if options.family == "ternary":
         return ternary_actions(
             dim=dim,
