@@ -6,8 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from ocformer.actions import family_weights
-from ocformer.dynamics import WEIGHT_NAMES, LayerWeights, layer_step, run_layers
-from ocformer.embedding import positional_encoding
+from ocformer.dynamics import (
+    WEIGHT_NAMES,
+    LayerWeights,
+    _project_into,
+    layer_step,
+    run_layers,
+)
+from ocformer.embedding import positional_encoding, project
 from ocformer.errors import ConfigError, DataError
 
 DIM, POSITION_DIM, KEY_DIM, HIDDEN = 3, 4, 5, 6
@@ -121,6 +127,92 @@ def test_leading_one_broadcasts_over_actions():
         tokens.expand(4, -1, -1, -1), mask, encodings, weights, **options
     )
     torch.testing.assert_close(shared, repeated, rtol=0.0, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n_tokens", [1, 5, 9])
+def test_action_result_does_not_depend_on_the_batch(dtype, n_tokens):
+    """One action on one sequence gives the same bits alone, shared or paired."""
+    batch, actions = 300, 4  # more sequences than one tile holds
+    generator = torch.Generator().manual_seed(n_tokens)
+    tokens = reference_project(
+        torch.randn(batch, n_tokens, DIM, generator=generator, dtype=torch.float64),
+        "ball",
+        0.8,
+    ).to(dtype)
+    mask = torch.rand(batch, n_tokens, generator=generator) > 0.3
+    mask[:, 0] = True
+    mask[7] = False  # a sequence of padding only
+    encodings = encodings_for(n_tokens, dtype)
+    weights = random_weights(actions, dtype=dtype)
+    options = {"step": 0.7, "space": "ball", "radius": 0.8}
+
+    shared = layer_step(tokens[None], mask, encodings, weights, **options)
+    for action, sequence in [(0, 0), (3, 7), (1, 150), (2, 299), (3, 101)]:
+        alone = layer_step(
+            tokens[None, sequence : sequence + 1],
+            mask[sequence : sequence + 1],
+            encodings,
+            weights.select(action),
+            **options,
+        )
+        assert torch.equal(alone[0, 0], shared[action, sequence])
+
+    # Each action on its own copy of a slice of the batch, in a different order.
+    order = torch.randperm(actions, generator=generator)
+    paired = layer_step(
+        tokens[None, 40:90].expand(actions, -1, -1, -1),
+        mask[40:90],
+        encodings,
+        weights.select(order),
+        **options,
+    )
+    assert torch.equal(paired, shared[order, 40:90])
+
+
+@pytest.mark.parametrize("space", ["ball", "sphere"])
+def test_layer_projection_equals_embedding_project(space):
+    """The layer's projection onto X is embedding.project, bit for bit."""
+    generator = torch.Generator().manual_seed(0)
+    points = torch.randn(500, DIM, generator=generator, dtype=torch.float64)
+    points[:3] = torch.tensor([[0.0] * DIM, [0.8] + [0.0] * (DIM - 1), [1e-300] * DIM])
+    out = torch.empty_like(points)
+    _project_into(points, out, space=space, radius=0.8)
+    assert torch.equal(out, project(points, space=space, radius=0.8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_layer_step_runs_on_the_tokens_device(dtype):
+    """On CUDA the layer stays on the device and matches the CPU result."""
+    tokens, mask = random_batch()
+    tokens = tokens.to(dtype)
+    encodings = encodings_for(tokens.shape[1], dtype)
+    weights = random_weights(3, dtype=dtype)
+    options = {"step": 0.7, "space": "ball", "radius": 0.8}
+
+    on_cpu = layer_step(tokens[None], mask, encodings, weights, **options)
+    on_gpu = layer_step(
+        tokens[None].cuda(), mask.cuda(), encodings.cuda(), weights, **options
+    )
+    assert on_gpu.device.type == "cuda"
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=0.0, atol=tolerance)
+
+
+def test_layer_step_rejects_unknown_space():
+    """An unknown token set is a ConfigError, whatever path the layer takes."""
+    tokens, mask = random_batch()
+    with pytest.raises(ConfigError, match="space"):
+        layer_step(
+            tokens[None],
+            mask,
+            encodings_for(tokens.shape[1]),
+            random_weights(1),
+            step=0.5,
+            space="cube",
+            radius=1.0,
+        )
 
 
 def test_padded_outputs_are_zero():

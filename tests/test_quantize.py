@@ -74,6 +74,72 @@ def test_encode_does_not_depend_on_batch_size():
     assert torch.equal(together[:50], alone)
 
 
+def direct_codes(codewords, points):
+    """Nearest codeword by direct differences in numpy, ties to the lowest index."""
+    distances = ((points[:, None, :] - codewords[None]) ** 2).sum(-1)
+    return distances.argmin(axis=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_encode_ties_and_near_ties_match_direct_distances(dtype):
+    """Exact ties go to the lowest index and near ties to the direct arg-min."""
+    book = uniform_codebook(dim=2, levels=5)
+    codewords = torch.as_tensor(book.codewords)
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randint(0, book.size, (2000,), generator=generator)
+    second = torch.randint(0, book.size, (2000,), generator=generator)
+    midpoints = (codewords[first] + codewords[second]) / 2
+    nudged = midpoints + 1e-12 * torch.randn(2000, 2, generator=generator)
+    points = torch.cat([midpoints, nudged, codewords]).to(dtype)
+
+    together = book.encode(points)
+    expected = direct_codes(book.codewords.astype(points.numpy().dtype), points.numpy())
+    assert together.tolist() == expected.tolist()
+    alone = torch.cat([book.encode(p[None]) for p in points[::37]])
+    assert torch.equal(alone, together[::37])
+
+
+def test_encode_float32_does_not_depend_on_batch_size():
+    """float32 points get the same code alone or among many, as float64 ones do."""
+    book = kmeans_codebook(
+        np.random.default_rng(0).normal(size=(500, 4)), codes=16, radius=3.0
+    )
+    points = torch.randn(
+        20000, 4, dtype=torch.float32, generator=torch.Generator().manual_seed(1)
+    )
+    together = book.encode(points)
+    alone = torch.cat([book.encode(p[None]) for p in points[::97]])
+    assert together.dtype == torch.int64
+    assert torch.equal(together[::97], alone)
+
+
+def test_encode_of_non_finite_points_matches_direct_distances():
+    """NaN and infinite points are encoded like the direct distances do."""
+    book = uniform_codebook(dim=2, levels=3)
+    points = torch.tensor(
+        [[float("nan"), 0.0], [float("inf"), 0.0], [0.2, -0.7]], dtype=torch.float64
+    )
+    expected = (points[:, None] - torch.as_tensor(book.codewords)[None]).square()
+    assert book.encode(points).tolist() == expected.sum(-1).argmin(1).tolist()
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_encode_and_decode_follow_the_device(device):
+    """Codes come back on the points' device, codewords on the codes' device."""
+    book = uniform_codebook(dim=2, levels=3)
+    points = torch.tensor([[0.9, -0.2], [0.1, 0.4]], device=device)
+    codes = book.encode(points, torch.tensor([True, False], device=device))
+    assert codes.device.type == device
+    assert codes.tolist() == [7, book.size]
+    decoded = book.decode(codes)
+    assert decoded.device.type == device
+    assert decoded.dtype == torch.float64
+    assert decoded.cpu().tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
 atoms = st.lists(
     st.tuples(
         st.lists(st.integers(0, 3), min_size=3, max_size=3),

@@ -224,6 +224,14 @@ def layer_step(
     The sum runs over real tokens only: padding carries no mass, and its values are
     zeroed first so that whatever they hold cannot reach a real token.
 
+    The result of one action on one sequence is the same bit for bit whatever else
+    shares the call: other actions, other sequences, their number and their order. The
+    DP (all actions on many states) and the brute-force oracle (one action per state)
+    therefore move identical states identically. This holds because every batched
+    product works on items whose shapes depend only on the layer's dimensions and a
+    fixed tile of sequences (see `_tile_shape`), never on the size of the batch; it is
+    tested on the CPU. Runs in the dtype and on the device of `tokens`.
+
     Args:
         tokens: float tensor of shape (A or 1, batch, n_tokens, dim); a leading 1 is
             shared by all A actions.
@@ -235,7 +243,8 @@ def layer_step(
         radius: the radius R of X.
 
     Returns:
-        tensor of shape (A, batch, n_tokens, dim); padded tokens are 0.
+        tensor of shape (A, batch, n_tokens, dim), in the dtype and on the device of
+        `tokens`; padded tokens are 0.
 
     Raises:
         DataError: if the shapes do not fit each other or the weights.
@@ -247,29 +256,253 @@ def layer_step(
             f"`step` must be a positive number, got {step}; use e.g. 0.5."
         )
 
-    real = mask[..., None]  # (batch, n_tokens, 1)
-    tokens = tokens.masked_fill(~real, 0.0)
-    positions = encodings.to(tokens.dtype).expand(*tokens.shape[:-1], -1)
-    features = torch.cat([tokens, positions], dim=-1)  # (A|1, batch, n, dim + pos)
+    project(tokens[:0], space=space, radius=radius)  # rejects a bad space or radius
+    operands = _Operands.build(weights, encodings, tokens.dtype, tokens.device)
+    n_actions, (_, batch, n_tokens, dim) = len(weights), tokens.shape
+    mask = mask.to(tokens.device)
+    # Without padding there is nothing to zero or to mask: skip those passes.
+    padded = not bool(mask.all())
+    rows, group = _tile_shape(operands, n_tokens, tokens.device)
 
-    # Weights get a batch axis so that matmul broadcasts actions against sequences.
-    queries = features @ weights.query.transpose(1, 2)[:, None]  # (A, batch, n, key)
-    keys = features @ weights.key.transpose(1, 2)[:, None]  # (A, batch, n, key)
-    values = tokens @ weights.value.transpose(1, 2)[:, None]  # (A, batch, n, dim)
+    moved = torch.empty(
+        (n_actions, batch, n_tokens, dim), dtype=tokens.dtype, device=tokens.device
+    )
+    shared = tokens.shape[0] == 1
+    for start in range(0, batch, rows):
+        tile = slice(start, start + rows)
+        tile_tokens, tile_mask = _pad_rows(
+            tokens[:, tile], mask[tile] if padded else None, rows
+        )
+        # Shared tokens are copied once per tile for a whole group of actions.
+        if shared:
+            joint, ones = operands.augment(tile_tokens, min(group, n_actions))
+        for first in range(0, n_actions, group):
+            actions = slice(first, first + group)
+            size = len(range(n_actions)[actions])
+            if not shared:
+                joint, ones = operands.augment(tile_tokens[actions], size)
+            operands.move_tile(
+                joint[:size],
+                ones[:size],
+                tile_mask,
+                actions,
+                moved[actions, tile],
+                step=step,
+                space=space,
+                radius=radius,
+            )
+    return moved
 
-    scores = queries @ keys.transpose(-1, -2) / math.sqrt(weights.key_dim)
-    scores = scores.masked_fill(~mask[:, None, :], -math.inf)  # (A, batch, n, n)
-    attended = torch.softmax(scores, dim=-1) @ values  # (A, batch, n, dim)
-    moved = tokens + step * attended
 
-    hidden = torch.relu(
-        moved @ weights.mlp_in.transpose(1, 2)[:, None]
-        + weights.mlp_bias[:, None, None]
-    )  # (A, batch, n, hidden)
-    moved = moved + step * (hidden @ weights.mlp_out.transpose(1, 2)[:, None])
+# Sequences in one tile of `layer_step` hold about this many tokens. The tile fixes the
+# shapes of all batched products, so it must not depend on the batch (see layer_step);
+# on a CPU it keeps a tile's temporaries in cache, on a GPU it gives each launch work.
+TILE_TOKENS = {"cpu": 512, "cuda": 16384}
+# Actions that move one tile together: about this many elements in the widest
+# temporary. Results do not depend on it, only the memory traffic does.
+GROUP_ELEMENTS = {"cpu": 2**18, "cuda": 2**26}
+# torch multiplies batches of matrices with fewer multiply-adds than this each by a
+# plain loop, about 7x slower than BLAS: such products are padded with zeros.
+BLAS_MULTIPLY_ADDS = 400
 
-    projected = project(moved, space=space, radius=radius)
-    return projected.masked_fill(~real, 0.0)
+
+def _tile_shape(
+    operands: _Operands, n_tokens: int, device: torch.device
+) -> tuple[int, int]:
+    """Sequences per tile and actions per group for `layer_step` on `device`."""
+    kind = device.type if device.type in TILE_TOKENS else "cuda"
+    rows = max(1, TILE_TOKENS[kind] // n_tokens)
+    widest = rows * n_tokens * operands.widest
+    return rows, max(1, GROUP_ELEMENTS[kind] // widest)
+
+
+def _blas_size(size: int, others: int) -> int:
+    """`size`, or a larger one that takes a product with `others` to BLAS.
+
+    Zero padding at most doubles the size; beyond that the plain loop is cheaper.
+    """
+    wanted = -(-BLAS_MULTIPLY_ADDS // others)
+    return wanted if size < wanted <= 2 * size else size
+
+
+def _pad_rows(
+    tokens: torch.Tensor, mask: torch.Tensor | None, rows: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Zero the padding of a tile and fill it up to `rows` sequences of zeros.
+
+    Shapes: tokens (A or 1, real, n, dim) -> (A or 1, rows, n, dim); mask (real, n)
+    -> (rows, n) with the filler marked real (it must not produce NaN).
+    """
+    if mask is not None:
+        tokens = tokens.masked_fill(~mask[..., None], 0.0)
+    missing = rows - tokens.shape[1]
+    if missing:
+        filler = tokens.new_zeros(tokens.shape[0], missing, *tokens.shape[2:])
+        tokens = torch.cat([tokens, filler], dim=1)
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones(missing, mask.shape[1])])
+    return tokens, mask
+
+
+@dataclass(frozen=True)
+class _Operands:
+    """The weights of `layer_step`, rearranged once per call for batched products.
+
+    A token travels as a row ``[x, 1, 0...]`` of `width` >= dim + 1 entries, and its
+    joint features as ``[x, e, 0...]`` of `features` >= dim + position_dim entries;
+    the zeros only take small products to BLAS (`_blas_size`).
+
+    Attributes (A actions, k = features, w = width):
+        bilinear: (A, k, k), G = Q^T K / sqrt(key_dim), zero padded. A score is
+            <Q z_i, K z_j> / sqrt(key_dim) = (z_i^T G) z_j: one product per action
+            instead of separate queries and keys, and the keys are the raw z_j.
+        value: (A, w, w), V^T in the top left corner, zeros elsewhere.
+        mlp_in: (A, w, hidden), [W_in^T; b; 0]: the bias rides on the ones column,
+            so no pass adds it.
+        mlp_out: (A, hidden, w), [W_out^T, 0]; the ones column survives both
+            residual steps untouched.
+        encodings: (n_tokens, position_dim).
+    """
+
+    bilinear: torch.Tensor
+    value: torch.Tensor
+    mlp_in: torch.Tensor
+    mlp_out: torch.Tensor
+    encodings: torch.Tensor
+
+    @classmethod
+    def build(
+        cls,
+        weights: LayerWeights,
+        encodings: torch.Tensor,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> _Operands:
+        def get(name: str) -> torch.Tensor:
+            return getattr(weights, name).to(device=device, dtype=dtype)
+
+        actions, dim, hidden = len(weights), weights.dim, weights.hidden
+        joint, n_tokens = dim + weights.position_dim, len(encodings)
+        # Scores multiply (n, k) by (k, n) and mixing (n, n) by (n, w).
+        features = _blas_size(joint, n_tokens * n_tokens)
+        width = _blas_size(dim + 1, n_tokens * n_tokens)
+
+        query, key = get("query"), get("key")
+        bilinear = query.new_zeros(actions, features, features)
+        bilinear[:, :joint, :joint] = query.transpose(1, 2) @ key
+        bilinear /= math.sqrt(weights.key_dim)
+        value = query.new_zeros(actions, width, width)
+        value[:, :dim, :dim] = get("value").transpose(1, 2)
+        mlp_in = query.new_zeros(actions, width, hidden)
+        mlp_in[:, :dim] = get("mlp_in").transpose(1, 2)
+        mlp_in[:, dim] = get("mlp_bias")
+        mlp_out = query.new_zeros(actions, hidden, width)
+        mlp_out[:, :, :dim] = get("mlp_out").transpose(1, 2)
+        return cls(
+            bilinear=bilinear,
+            value=value,
+            mlp_in=mlp_in,
+            mlp_out=mlp_out,
+            encodings=encodings.to(device=device, dtype=dtype),
+        )
+
+    @property
+    def widest(self) -> int:
+        """Columns of the widest per-token temporary."""
+        return max(self.bilinear.shape[1], self.mlp_in.shape[2], self.value.shape[1])
+
+    def augment(
+        self, tokens: torch.Tensor, copies: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``[x, e, 0...]`` and ``[x, 1, 0...]`` of a tile, `copies` times.
+
+        Shapes: tokens (copies or 1, rows, n, dim) -> (copies, rows, n, features)
+        and (copies, rows, n, width). Real copies, not a broadcast: every batched
+        product then sees the same memory layout, shared tokens or not.
+        """
+        dim = tokens.shape[-1]
+        lead = (copies, *tokens.shape[1:3])
+        joint = tokens.new_zeros(*lead, self.bilinear.shape[1])
+        joint[..., :dim] = tokens
+        joint[..., dim : dim + self.encodings.shape[1]] = self.encodings
+        ones = tokens.new_zeros(*lead, self.value.shape[1])
+        ones[..., :dim] = tokens
+        ones[..., dim] = 1.0
+        return joint, ones
+
+    def move_tile(
+        self,
+        joint: torch.Tensor,
+        ones: torch.Tensor,
+        mask: torch.Tensor | None,
+        actions: slice,
+        out: torch.Tensor,
+        *,
+        step: float,
+        space: str,
+        radius: float,
+    ) -> None:
+        """Move one tile by a group of actions and write the real rows into `out`.
+
+        Args:
+            joint: (Ag, rows, n, features), from `augment`, padding zeroed.
+            ones: (Ag, rows, n, width), from `augment`.
+            mask: (rows, n), or None when the whole batch has no padding.
+            actions: the group's actions, a slice of the operands.
+            out: (Ag, real, n, dim), where the first `real` rows go.
+        """
+        bilinear, value = self.bilinear[actions], self.value[actions]
+        mlp_in, mlp_out = self.mlp_in[actions], self.mlp_out[actions]
+        group, rows, n_tokens, features = joint.shape
+        width, dim, flat = ones.shape[-1], out.shape[-1], rows * n_tokens
+
+        # Scores (z_i^T G) z_j: one (rows * n, k) x (k, k) product per action, then
+        # one (n, k) x (k, n) product per action and sequence.
+        left = torch.bmm(joint.view(group, flat, features), bilinear)
+        scores = torch.bmm(
+            left.view(group * rows, n_tokens, features),
+            joint.view(group * rows, n_tokens, features).transpose(1, 2),
+        )  # (Ag * rows, n, n)
+        if mask is not None:
+            hidden_keys = ~mask[None, :, None, :]  # (1, rows, 1, n)
+            scores.view(group, rows, n_tokens, n_tokens).masked_fill_(
+                hidden_keys, -math.inf
+            )
+
+        # Unnormalised softmax weights E (torch.softmax is slow on rows this short).
+        # Mixing [x_j, 1] by E gives sum_j E_ij x_j and, in the ones column, the
+        # normaliser sum_j E_ij; V applies after mixing, one product fewer per pair.
+        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+        mixed = torch.bmm(scores, ones.view(group * rows, n_tokens, width))
+        mixed = mixed.view(group, flat, width)
+        scale = step / mixed[..., dim : dim + 1]  # h / sum_j E_ij, (Ag, rows * n, 1)
+        middle = torch.addcmul(
+            ones.view(group, flat, width), torch.bmm(mixed, value), scale
+        )  # y = x + h V w, (Ag, rows * n, width), ones column still 1
+
+        hidden = torch.bmm(middle, mlp_in).relu_()
+        moved = middle.baddbmm_(hidden, mlp_out, alpha=step)[..., :dim]
+
+        # Projection onto X, written straight into the output.
+        moved = moved.view(group, rows, n_tokens, dim)[:, : out.shape[1]]
+        _project_into(moved, out, space=space, radius=radius)
+        if mask is not None:
+            out.masked_fill_(~mask[None, : out.shape[1], :, None], 0.0)
+
+
+def _project_into(
+    points: torch.Tensor, out: torch.Tensor, *, space: str, radius: float
+) -> None:
+    """Write ``project(points)`` into `out`, in fewer passes for the ball.
+
+    On the ball ``x * min(1, R / |x|)`` equals `embedding.project` bit for bit: inside
+    the ball the factor is exactly 1, outside it is the same R / |x|.
+    """
+    if space != "ball":
+        out.copy_(project(points, space=space, radius=radius))
+        return
+    norms = torch.linalg.vector_norm(points, dim=-1, keepdim=True)
+    torch.mul(points, (radius / norms).clamp_(max=1.0), out=out)
 
 
 def _check_step_inputs(
