@@ -375,3 +375,38 @@ def test_huge_seed_is_a_clear_error():
     )
     assert result.exit_code == 2
     assert "`seed` must be < 2**32" in result.output
+
+
+ORDER_SMALL = ["train", "--data", "order", "--n-sequences", "60", "--codes", "4"]
+
+
+def test_device_cpu_gives_the_default_report():
+    """--device cpu is the default: the same plan and value."""
+    default = json.loads(CliRunner().invoke(app, [*ORDER_SMALL, "--json"]).stdout)
+    on_cpu = json.loads(
+        CliRunner().invoke(app, [*ORDER_SMALL, "--device", "cpu", "--json"]).stdout
+    )
+    assert on_cpu["plan"] == default["plan"]
+    assert on_cpu["quantized_value"] == default["quantized_value"]
+
+
+def test_device_cuda_runs_where_there_is_cuda_and_fails_clearly_elsewhere():
+    """--device cuda solves the same problem on a GPU, or names the missing device."""
+    import torch
+
+    result = CliRunner().invoke(app, [*ORDER_SMALL, "--device", "cuda", "--json"])
+    if torch.cuda.is_available():
+        assert result.exit_code == 0
+        default = json.loads(CliRunner().invoke(app, [*ORDER_SMALL, "--json"]).stdout)
+        report = json.loads(result.stdout)
+        assert report["quantized_value"] == pytest.approx(default["quantized_value"])
+    else:
+        assert result.exit_code == 2
+        assert "torch sees no CUDA device here; use --device cpu" in result.output
+
+
+def test_unknown_device_is_refused():
+    """A device torch does not know is a one-line error."""
+    result = CliRunner().invoke(app, [*ORDER_SMALL, "--device", "abacus"])
+    assert result.exit_code == 2
+    assert "`device` must be cpu or cuda (cuda:N), got 'abacus'" in result.output

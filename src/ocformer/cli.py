@@ -179,6 +179,12 @@ def train(
         str | None,
         typer.Option(help="Where states are expanded: local or ray. [default: local]"),
     ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Where transitions are computed: cpu or cuda. [default: cpu]"
+        ),
+    ] = None,
     address: Annotated[
         str | None,
         typer.Option(
@@ -248,6 +254,7 @@ def train(
     execution_flags = {
         "workers": workers,
         "backend": backend,
+        "device": device,
         "address": address,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "force": force or None,

@@ -216,6 +216,9 @@ class ExecutionConfig:
             which it resumes; None saves nothing.
         force: solve even when the estimated peak memory exceeds the memory
             available.
+        device: where transitions are computed: ``"cpu"`` or a CUDA device
+            (``"cuda"``, ``"cuda:1"``); results may differ from the CPU's in the last
+            bits, and so may a plan where two costs nearly tie.
     """
 
     workers: int | None = None
@@ -223,8 +226,10 @@ class ExecutionConfig:
     address: str | None = None
     checkpoint: str | None = None
     force: bool = False
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        _check_device(self.device)
         if self.workers is not None:
             _at_least("workers", self.workers, 1, "use 1 for a serial run")
         if self.backend not in BACKENDS:
@@ -359,6 +364,27 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_device(device: str) -> None:
+    """Reject a device torch cannot use here, naming the fix."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"`device` must be cpu or cuda (cuda:N), got {device!r}; use --device cpu."
+        ) from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(
+            f"`device` must be cpu or cuda (cuda:N), got {device!r}; use --device cpu."
+        )
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"`device` {device!r} asks for CUDA, but torch sees no CUDA device here; "
+            "use --device cpu."
+        )
 
 
 def _at_least(name: str, value: int, minimum: int, fix: str) -> None:

@@ -153,6 +153,12 @@ class LayerWeights:
                 key = slice(position, position + 1)
         return LayerWeights(**{name: getattr(self, name)[key] for name in WEIGHT_NAMES})
 
+    def to(self, device: torch.device | str) -> LayerWeights:
+        """The same weights on ``device``."""
+        return LayerWeights(
+            **{name: getattr(self, name).to(device) for name in WEIGHT_NAMES}
+        )
+
     def flatten(self) -> torch.Tensor:
         """Concatenate all weights of each action in the order of `WEIGHT_NAMES`.
 

@@ -50,6 +50,8 @@ class QuantizedProblem:
         n_classes: number of classes, or None for regression.
         ridge: ridge penalty of the closed-form head.
         action_cost: weight of the running cost ``|a|^2``, >= 0.
+        device: where the transitions are computed (``"cpu"``, ``"cuda"``); the
+            frontiers, keys and terminal costs stay on the CPU.
     """
 
     initial: Measure
@@ -64,6 +66,7 @@ class QuantizedProblem:
     n_classes: int | None
     ridge: float
     action_cost: float = 0.0
+    device: str = "cpu"
 
     @property
     def n_actions(self) -> int:
@@ -122,8 +125,9 @@ class QuantizedProblem:
         the states of ``states[a]`` only.
         """
         batch, n_states, n_atoms, n_tokens = states.shape
-        codes = torch.as_tensor(states.astype(np.int64))
-        mask = torch.as_tensor(self.mask)[None].expand(n_states, -1, -1)
+        device = torch.device(self.device)
+        codes = torch.as_tensor(states.astype(np.int64), device=device)
+        mask = torch.as_tensor(self.mask, device=device)[None].expand(n_states, -1, -1)
         mask = mask.reshape(n_states * n_atoms, n_tokens)
         tokens = self.codebook.decode(codes).reshape(
             batch, n_states * n_atoms, n_tokens, -1
@@ -131,14 +135,14 @@ class QuantizedProblem:
         moved = layer_step(
             tokens,
             mask,
-            self.encodings,
-            weights,
+            self.encodings.to(device),
+            weights.to(device),
             step=self.step,
             space=self.space,
             radius=self.radius,
         )  # (actions, states * atoms, n_tokens, dim)
         new_codes = self.codebook.encode(moved, mask.expand(moved.shape[:-1]))
-        new_codes = new_codes.numpy().astype(self.codebook.code_dtype)
+        new_codes = new_codes.cpu().numpy().astype(self.codebook.code_dtype)
         return new_codes.reshape(len(weights), n_states, n_atoms, n_tokens)
 
     def keys(self, states: np.ndarray) -> list[bytes]:

@@ -291,7 +291,8 @@ def train(
     train_part = split.train
 
     setup = build_problem(train_part, config)
-    problem, actions = setup.problem, setup.problem.actions
+    problem = dataclasses.replace(setup.problem, device=execution.device)
+    actions = problem.actions
     if config.method == "dp" and not execution.force:
         check_memory(estimate_problem(problem, config, execution))
     solution = solve_problem(problem, config, execution, progress, dataset, notes)
