@@ -5,8 +5,8 @@ own. Around a base configuration (the order task, 128 sequences of 4 tokens, d =
 8 codes, 8 actions, 2 layers) one size varies at a time; the script fits the exponent
 ``b`` of ``time ~ size^b`` for sequences, tokens and actions, and the growth factor per
 layer. A second sweep runs digits (all training sequences, 3 layers, 32 actions) over
-measure radii EPS and reports the states per layer, the value and the true-model test
-accuracy against EPS (2 layers with --quick).
+measure radii EPS and reports the states per layer, the value and the true-model
+losses and test accuracy against EPS (2 layers with --quick).
 
     python benchmarks/scaling.py            # tables
     python benchmarks/scaling.py --json     # one JSON object
@@ -79,6 +79,8 @@ def _run_radius(radius: float, n_layers: int) -> dict:
         "seconds": seconds,
         "states": report["counts"]["states_per_layer"],
         "value": report["quantized_value"],
+        "train_loss": report["train_loss"],
+        "test_loss": report["test_loss"],
         "test_accuracy": report["test_accuracy"],
     }
 
