@@ -109,19 +109,16 @@ def test_from_dict_builds_sections():
             "n_layers": 3,
             "step": 1,
             "quantizer": {"codes": 8, "atoms": 20},
-            "actions": {
-                "family": "ternary",
-                "entries": ["value[0,1]"],
-                "grid": {"angle": [0, 1.5]},
-            },
+            "actions": {"family": "ternary", "entries": ["value[0,1]"]},
         }
     )
+    gridded = TrainConfig.from_dict({"actions": {"grid": {"angle": [0, 1.5]}}})
 
     assert config.n_layers == 3
     assert config.step == 1.0 and isinstance(config.step, float)
     assert config.quantizer == QuantizerConfig(codes=8, atoms=20)
     assert config.actions.entries == ("value[0,1]",)
-    assert config.actions.grid == {"angle": (0.0, 1.5)}
+    assert gridded.actions.grid == {"angle": (0.0, 1.5)}
 
 
 def test_round_trips_through_to_dict():
@@ -251,3 +248,26 @@ def test_read_toml_rejects_unreadable_files(content, tmp_path):
 
     with pytest.raises(ConfigError, match=r"cannot read config file '.*run.toml': "):
         read_toml(path)
+
+
+@pytest.mark.parametrize(
+    ("actions", "message"),
+    [
+        (
+            {"family": "grid", "entries": ("value[0,0]",)},
+            "`entries` (--entries) applies to the ternary family, got family 'grid'",
+        ),
+        (
+            {"family": "ternary", "grid": {"angle": (0.0,)}},
+            "`grid` (--grid) applies to the grid family, got family 'ternary'",
+        ),
+        (
+            {"family": "grid", "path": "book.safetensors"},
+            "`path` (--codebook-file) applies to the codebook family",
+        ),
+    ],
+)
+def test_options_of_another_action_family_are_refused(actions, message):
+    """An action option the chosen family would ignore is an error, not a no-op."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TrainConfig(actions=ActionConfig(**actions))

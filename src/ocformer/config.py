@@ -155,6 +155,17 @@ class TrainConfig:
             raise ConfigError(
                 "the codebook family needs a weights file; pass --codebook-file PATH."
             )
+        # An option of another family would be silently ignored: say so instead.
+        for option, flag, family in (
+            ("grid", "--grid", "grid"),
+            ("entries", "--entries", "ternary"),
+            ("path", "--codebook-file", "codebook"),
+        ):
+            if getattr(self.actions, option) and self.actions.family != family:
+                raise ConfigError(
+                    f"`{option}` ({flag}) applies to the {family} family, got family "
+                    f"{self.actions.family!r}; add --family {family} or drop {flag}."
+                )
         if not (math.isfinite(self.step) and self.step > 0):
             raise ConfigError(
                 f"`step` must be a finite number > 0, got {self.step}; use e.g. 0.5."
