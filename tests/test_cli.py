@@ -410,3 +410,42 @@ def test_unknown_device_is_refused():
     result = CliRunner().invoke(app, [*ORDER_SMALL, "--device", "abacus"])
     assert result.exit_code == 2
     assert "`device` must be cpu or cuda (cuda:N), got 'abacus'" in result.output
+
+
+def test_predict_finds_the_training_file_from_another_directory(tmp_path, monkeypatch):
+    """A relative .npz path given elsewhere still rebuilds the training subset."""
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(80, 4, 2))
+    targets = (tokens[:, 0, 0] > tokens[:, -1, 0]).astype(np.int64)
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "pairs.npz", tokens=tokens, targets=targets)
+
+    monkeypatch.chdir(tmp_path)
+    trained = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            "data/pairs.npz",
+            "--n-sequences",
+            "50",
+            "--codes",
+            "4",
+            "--layers",
+            "1",
+            "--out",
+            "out",
+            "--json",
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    report = json.loads(trained.stdout)
+
+    monkeypatch.chdir(tmp_path / "data")
+    predicted = CliRunner().invoke(
+        app, ["predict", "--model", "../out", "--data", "pairs.npz", "--json"]
+    )
+    assert predicted.exit_code == 0, predicted.output
+    figures = json.loads(predicted.stdout)
+    assert figures["n"] == report["n_test"]
+    assert figures["accuracy"] == report["test_accuracy"]

@@ -570,7 +570,7 @@ def predict(
     ] = False,
 ) -> None:
     """Evaluate a saved model on a dataset split reproduced from training."""
-    from ocformer.data import load_dataset, split_dataset
+    from ocformer.data import load_dataset, same_source, split_dataset
     from ocformer.model import align_dataset, load_model
     from ocformer.train import evaluate
 
@@ -585,7 +585,7 @@ def predict(
         source = spec["source"] or {}
         # The same dataset is rebuilt as in training (subset and split); another one
         # is used whole before the split.
-        if data == source.get("name"):
+        if same_source(data, source):
             dataset = load_dataset(
                 data, seed=source["seed"], n_sequences=source["n_sequences"]
             )

@@ -506,6 +506,18 @@ def _is_real(array: np.ndarray) -> bool:
     )
 
 
+def same_source(name: str, source: dict | None) -> bool:
+    """Whether ``load_dataset(name)`` names the dataset a recipe ``source`` rebuilds.
+
+    Built-in names must be equal; file paths must resolve to the same file.
+    """
+    if not source:
+        return False
+    if name in BUILTIN or source["name"] in BUILTIN:
+        return name == source["name"]
+    return Path(name).resolve() == Path(source["name"]).resolve()
+
+
 def load_dataset(
     name: str, *, seed: int = 0, n_sequences: int | None = None
 ) -> Dataset:
@@ -550,7 +562,10 @@ def load_dataset(
             "to an .npz file."
         )
 
-    source = {"name": name, "seed": seed, "n_sequences": n_sequences}
+    # A file is recorded by its absolute path, so that the recipe holds from any
+    # working directory.
+    recorded = name if name in BUILTIN else str(Path(name).resolve())
+    source = {"name": recorded, "seed": seed, "n_sequences": n_sequences}
     if n_sequences is None:
         return dataclasses.replace(dataset, source=source)
     if n_sequences > dataset.n_sequences:
