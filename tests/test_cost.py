@@ -11,7 +11,6 @@ from ocformer.cost import (
     loss,
     readout,
     terminal_cost,
-    terminal_costs,
 )
 from ocformer.errors import ConfigError
 
@@ -74,81 +73,6 @@ def test_terminal_cost_is_zero_for_separable_features():
         ridge=0.0,
     )
     assert cost == 0.0
-
-
-def cost_batch(*, states=12, atoms=60, dim=5, n_classes=4, shared=False, seed=0):
-    """Features (S, atoms, dim) with a collapsed and a rank-deficient state."""
-    rng = np.random.default_rng(seed)
-    features = torch.as_tensor(rng.normal(size=(states, atoms, dim)))
-    features[3] = features[3, :1]  # every atom pooled to the same features
-    features[5, :, 2:] = 0.0  # features in a plane
-    rows = 1 if shared else states
-    if n_classes is None:
-        targets = rng.normal(size=(rows, atoms))
-    else:
-        targets = rng.integers(0, n_classes, size=(rows, atoms))
-    weights = rng.random((rows, atoms))
-    weights /= weights.sum(axis=1, keepdims=True)
-    if shared:
-        return features, targets[0], weights[0]
-    return features, targets, weights
-
-
-@pytest.mark.parametrize("ridge", [1e-3, 0.0])
-@pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize(
-    ("kind", "n_classes"), [("mse", 4), ("error", 4), ("mse", None)]
-)
-def test_terminal_costs_equal_terminal_cost(ridge, shared, kind, n_classes):
-    """The batched costs equal the single-state costs, singular systems included."""
-    features, targets, weights = cost_batch(n_classes=n_classes, shared=shared)
-    options = {"kind": kind, "n_classes": n_classes, "ridge": ridge}
-
-    batched = terminal_costs(features, targets, weights, **options)
-    single = [
-        terminal_cost(
-            features[s],
-            targets if shared else targets[s],
-            weights if shared else weights[s],
-            **options,
-        )
-        for s in range(len(features))
-    ]
-    assert batched.shape == (len(features),)
-    np.testing.assert_allclose(batched, single, rtol=0.0, atol=1e-12)
-
-
-def test_terminal_costs_do_not_depend_on_the_batch():
-    """A state costs the same bits alone and among others."""
-    features, targets, weights = cost_batch(states=30, shared=True)
-    options = {"kind": "mse", "n_classes": 4, "ridge": 1e-3}
-    together = terminal_costs(features, targets, weights, **options)
-    for state in (0, 3, 5, 29):
-        alone = terminal_costs(features[state : state + 1], targets, weights, **options)
-        assert alone[0] == together[state]
-
-
-def test_terminal_costs_of_no_states_is_empty():
-    """An empty batch costs an empty array."""
-    features = torch.zeros(0, 7, 3, dtype=torch.float64)
-    costs = terminal_costs(
-        features,
-        np.zeros(7, dtype=int),
-        np.full(7, 1 / 7),
-        kind="mse",
-        n_classes=2,
-        ridge=1e-3,
-    )
-    assert costs.shape == (0,)
-
-
-def test_terminal_costs_reject_error_cost_on_regression():
-    """The batched cost checks its cost like the single one."""
-    features, targets, weights = cost_batch(n_classes=None)
-    with pytest.raises(ConfigError, match="needs class targets"):
-        terminal_costs(
-            features, targets, weights, kind="error", n_classes=None, ridge=1e-3
-        )
 
 
 def test_error_cost_on_regression_is_rejected():
