@@ -130,7 +130,7 @@ BAD_TRAIN = {
     ),
     "method": (
         {"method": "adam"},
-        r"`method` must be dp or brute, got 'adam'; use dp",
+        r"`method` must be one of dp, brute, got 'adam'; use dp",
     ),
     "unreadable": (
         {"data": FIXTURES / "broken.npz", "n_sequences": None},

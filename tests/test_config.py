@@ -50,13 +50,13 @@ INVALID = {
     ),
     "method": (
         {"method": "adam"},
-        "`method` must be dp or brute, got 'adam'; use dp (dynamic programming) or "
-        "brute (every plan, the oracle).",
+        "`method` must be one of dp, brute, got 'adam'; use dp (dynamic programming) "
+        "or brute (every plan, the oracle).",
     ),
     "cost": (
         {"cost": "hinge"},
-        "`cost` must be mse or error, got 'hinge'; use mse (squared error) or error "
-        "(0-1 error, classification only).",
+        "`cost` must be one of mse, error, got 'hinge'; use mse (squared error) or "
+        "error (0-1 error, classification only).",
     ),
     "codebook": (
         {"quantizer": QuantizerConfig(codebook="lloyd")},

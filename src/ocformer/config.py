@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ocformer.cost import COST_KINDS
+from ocformer.cost import check_cost_kind
 from ocformer.embedding import EmbeddingConfig
 from ocformer.errors import ConfigError
+from ocformer.solver import check_method
 
 FAMILIES = ("grid", "ternary", "codebook")
 CODEBOOKS = ("kmeans", "uniform")
@@ -130,16 +131,8 @@ class TrainConfig:
             )
         if self.quantizer.atoms is not None:
             _at_least("atoms", self.quantizer.atoms, 1, "or leave it unset")
-        if self.method not in ("dp", "brute"):
-            raise ConfigError(
-                f"`method` must be dp or brute, got {self.method!r}; use dp "
-                "(dynamic programming) or brute (every plan, the oracle)."
-            )
-        if self.cost not in COST_KINDS:
-            raise ConfigError(
-                f"`cost` must be mse or error, got {self.cost!r}; use mse (squared "
-                "error) or error (0-1 error, classification only)."
-            )
+        check_method(self.method)
+        check_cost_kind(self.cost)
         if self.quantizer.codebook not in CODEBOOKS:
             raise ConfigError(
                 f"`codebook` must be kmeans or uniform, got "

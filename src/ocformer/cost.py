@@ -135,13 +135,18 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     return float((outputs.argmax(dim=1) == targets.long()).to(torch.float64).mean())
 
 
-def check_cost(kind: str, n_classes: int | None) -> None:
-    """Reject a cost that does not exist or does not fit the task."""
+def check_cost_kind(kind: str) -> None:
+    """Reject a cost that does not exist."""
     if kind not in COST_KINDS:
         raise ConfigError(
             f"`cost` must be one of {', '.join(COST_KINDS)}, got {kind!r}; "
             "use mse (squared error) or error (0-1 error, classification only)."
         )
+
+
+def check_cost(kind: str, n_classes: int | None) -> None:
+    """Reject a cost that does not exist or does not fit the task."""
+    check_cost_kind(kind)
     if kind == "error" and n_classes is None:
         raise ConfigError(
             "`cost` 'error' needs class targets, got a regression task; use --cost mse."

@@ -97,6 +97,7 @@ def solve(
         checkpoint: where the forward pass saves each layer and resumes from
             (dp only; ``checkpoint.Checkpoint``).
     """
+    check_method(method)
     if not measure_radius >= 0:
         raise ConfigError(
             f"`measure_radius` must be >= 0, got {measure_radius}; 0 merges only "
@@ -122,10 +123,16 @@ def solve(
                 "save. Drop --checkpoint or use --method dp."
             )
         return solve_brute(problem, progress)
-    raise ConfigError(
-        f"`method` must be one of {', '.join(METHODS)}, got {method!r}; use dp "
-        "(dynamic programming) or brute (every plan, the oracle)."
-    )
+    raise AssertionError(f"check_method let {method!r} through")
+
+
+def check_method(method: str) -> None:
+    """Reject a solver that does not exist."""
+    if method not in METHODS:
+        raise ConfigError(
+            f"`method` must be one of {', '.join(METHODS)}, got {method!r}; use dp "
+            "(dynamic programming) or brute (every plan, the oracle)."
+        )
 
 
 def solve_dp(
