@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import torch
+from torch.nn import functional
 
 from ocformer.embedding import project
 from ocformer.errors import ConfigError, DataError
@@ -263,15 +264,22 @@ def layer_step(
         )
 
     project(tokens[:0], space=space, radius=radius)  # rejects a bad space or radius
-    operands = _Operands.build(weights, encodings, tokens.dtype, tokens.device)
     n_actions, (_, batch, n_tokens, dim) = len(weights), tokens.shape
     mask = mask.to(tokens.device)
+    # Sequences are filled up with tokens that carry no mass, so that every matrix
+    # of the batched products has aligned rows (see `_aligned`).
+    slots = _aligned(n_tokens, tokens.dtype)
+    if slots > n_tokens:
+        tokens = functional.pad(tokens, (0, 0, 0, slots - n_tokens))
+        mask = functional.pad(mask, (0, slots - n_tokens), value=False)
+        encodings = functional.pad(encodings, (0, 0, 0, slots - n_tokens))
+    operands = _Operands.build(weights, encodings, tokens.dtype, tokens.device)
     # Without padding there is nothing to zero or to mask: skip those passes.
     padded = not bool(mask.all())
-    rows, group = _tile_shape(operands, n_tokens, tokens.device)
+    rows, group = _tile_shape(operands, slots, tokens.device)
 
     moved = torch.empty(
-        (n_actions, batch, n_tokens, dim), dtype=tokens.dtype, device=tokens.device
+        (n_actions, batch, slots, dim), dtype=tokens.dtype, device=tokens.device
     )
     shared = tokens.shape[0] == 1
     for start in range(0, batch, rows):
@@ -297,7 +305,7 @@ def layer_step(
                 space=space,
                 radius=radius,
             )
-    return moved
+    return moved if slots == n_tokens else moved[:, :, :n_tokens].contiguous()
 
 
 # Sequences in one tile of `layer_step` hold about this many tokens. The tile fixes the
@@ -320,6 +328,19 @@ def _tile_shape(
     rows = max(1, TILE_TOKENS[kind] // n_tokens)
     widest = rows * n_tokens * operands.widest
     return rows, max(1, GROUP_ELEMENTS[kind] // widest)
+
+
+def _aligned(size: int, dtype: torch.dtype) -> int:
+    """`size` rounded up to whole 64-byte lines of `dtype` elements.
+
+    The batched products give each sequence the same bits wherever it sits in a
+    batch only if every matrix row starts on such a line: with rows of other
+    lengths, MKL's small-matrix kernels have been seen to round a matrix
+    differently by its offset in the batch (AMD EPYC, torch 2.13). Zero padding
+    changes no sum.
+    """
+    per_line = max(1, 64 // torch.empty((), dtype=dtype).element_size())
+    return -(-size // per_line) * per_line
 
 
 def _blas_size(size: int, others: int) -> int:
@@ -387,11 +408,12 @@ class _Operands:
         def get(name: str) -> torch.Tensor:
             return getattr(weights, name).to(device=device, dtype=dtype)
 
-        actions, dim, hidden = len(weights), weights.dim, weights.hidden
+        actions, dim = len(weights), weights.dim
         joint, n_tokens = dim + weights.position_dim, len(encodings)
         # Scores multiply (n, k) by (k, n) and mixing (n, n) by (n, w).
-        features = _blas_size(joint, n_tokens * n_tokens)
-        width = _blas_size(dim + 1, n_tokens * n_tokens)
+        features = _aligned(_blas_size(joint, n_tokens * n_tokens), dtype)
+        width = _aligned(_blas_size(dim + 1, n_tokens * n_tokens), dtype)
+        hidden = _aligned(weights.hidden, dtype)
 
         query, key = get("query"), get("key")
         bilinear = query.new_zeros(actions, features, features)
@@ -399,11 +421,12 @@ class _Operands:
         bilinear /= math.sqrt(weights.key_dim)
         value = query.new_zeros(actions, width, width)
         value[:, :dim, :dim] = get("value").transpose(1, 2)
+        # Hidden units beyond the layer's own are 0 in and out.
         mlp_in = query.new_zeros(actions, width, hidden)
-        mlp_in[:, :dim] = get("mlp_in").transpose(1, 2)
-        mlp_in[:, dim] = get("mlp_bias")
+        mlp_in[:, :dim, : weights.hidden] = get("mlp_in").transpose(1, 2)
+        mlp_in[:, dim, : weights.hidden] = get("mlp_bias")
         mlp_out = query.new_zeros(actions, hidden, width)
-        mlp_out[:, :, :dim] = get("mlp_out").transpose(1, 2)
+        mlp_out[:, : weights.hidden, :dim] = get("mlp_out").transpose(1, 2)
         return cls(
             bilinear=bilinear,
             value=value,
