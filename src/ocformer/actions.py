@@ -132,9 +132,22 @@ def family_weights(
     """
     rows = np.atleast_2d(np.asarray(parameters, dtype=np.float64))
     _check_family_arguments(rows, dim, position_dim, threshold)
-    table = torch.from_numpy(rows)
+    return family_tensors(
+        torch.from_numpy(rows), dim=dim, position_dim=position_dim, threshold=threshold
+    )
+
+
+def family_tensors(
+    table: torch.Tensor, *, dim: int, position_dim: int, threshold: float = 0.25
+) -> LayerWeights:
+    """`family_weights` on a float64 tensor of shape (L, 5), differentiably.
+
+    No argument is checked here (`family_weights` checks them). Gradients flow to
+    `table` wherever the weights are differentiable, which excludes a temperature or
+    a position of exactly 0 (their square roots).
+    """
     temperature, position, value_gain, angle, mlp_gain = table.T  # each (L,)
-    actions, key_dim = len(rows), dim + position_dim
+    actions, key_dim = len(table), dim + position_dim
     scale = key_dim**0.25
 
     def blocks(tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -245,7 +258,7 @@ def grid_actions(
         >>> len(grid_actions(dim=2, position_dim=2))
         33
     """
-    values = _grid_values(grid or {})
+    values = grid_values(grid or {})
     axes = np.meshgrid(*values.values(), indexing="ij")
     parameters = np.stack([axis.reshape(-1) for axis in axes], axis=1)  # (L, 5)
     gains = parameters[
@@ -270,7 +283,7 @@ def grid_actions(
     return ActionSet(weights, parameters, PARAMETERS, radius, "grid")
 
 
-def _grid_values(grid: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, ...]]:
+def grid_values(grid: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, ...]]:
     """Merge `grid` into `DEFAULT_GRID`, checking every name and value list."""
     unknown = sorted(set(grid) - set(PARAMETERS))
     if unknown:

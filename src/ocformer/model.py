@@ -67,17 +67,64 @@ class EncoderLayer(nn.Module):
     def forward(self, tokens, encodings, mask):
         """tokens (batch, n_tokens, dim), encodings (n_tokens, position_dim),
         mask (batch, n_tokens) bool -> (batch, n_tokens, dim)."""
-        joint = torch.cat([tokens, encodings.expand(len(tokens), -1, -1)], dim=-1)
-        attended = functional.scaled_dot_product_attention(
-            self.query(joint),
-            self.key(joint),
-            self.value(tokens),
-            attn_mask=mask[:, None, :],
+        return encoder_step(
+            tokens,
+            encodings,
+            mask,
+            query=self.query.weight,
+            key=self.key.weight,
+            value=self.value.weight,
+            mlp_in=self.mlp_in.weight,
+            mlp_bias=self.mlp_in.bias,
+            mlp_out=self.mlp_out.weight,
+            step=self.step,
+            space=self.space,
+            radius=self.radius,
         )
-        middle = tokens + self.step * attended
-        moved = middle + self.step * self.mlp_out(torch.relu(self.mlp_in(middle)))
-        moved = project(moved, space=self.space, radius=self.radius)
-        return moved.masked_fill(~mask[..., None], 0.0)
+
+
+def encoder_step(
+    tokens: torch.Tensor,
+    encodings: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mlp_in: torch.Tensor,
+    mlp_bias: torch.Tensor,
+    mlp_out: torch.Tensor,
+    step: float,
+    space: str,
+    radius: float,
+) -> torch.Tensor:
+    """One encoder layer as a function of its weights (differentiable in all).
+
+    Args:
+        tokens: float64 tensor of shape (batch, n_tokens, dim).
+        encodings: float64 tensor of shape (n_tokens, position_dim).
+        mask: bool tensor of shape (batch, n_tokens), True for real tokens.
+        query, key: (key_dim, dim + position_dim); value: (dim, dim);
+            mlp_in: (hidden, dim); mlp_bias: (hidden,); mlp_out: (dim, hidden):
+            one action's weights, as in :class:`LayerWeights` without the action
+            axis.
+        step, space, radius: the step size h and the set X.
+
+    Returns:
+        The moved tokens, shape (batch, n_tokens, dim), padding 0.
+    """
+    joint = torch.cat([tokens, encodings.expand(len(tokens), -1, -1)], dim=-1)
+    attended = functional.scaled_dot_product_attention(
+        functional.linear(joint, query),
+        functional.linear(joint, key),
+        functional.linear(tokens, value),
+        attn_mask=mask[:, None, :],
+    )
+    middle = tokens + step * attended
+    hidden = torch.relu(functional.linear(middle, mlp_in, mlp_bias))
+    moved = middle + step * functional.linear(hidden, mlp_out)
+    moved = project(moved, space=space, radius=radius)
+    return moved.masked_fill(~mask[..., None], 0.0)
 
 
 class OCTransformer(nn.Module):
@@ -142,6 +189,14 @@ class OCTransformer(nn.Module):
                 f"token, got {tuple(mask.shape)}; pass True for real tokens."
             )
 
+        state = self.embed(tokens, mask)
+        for layer in self.layers:
+            state = layer(state, self.encodings, mask)
+        return readout(state, mask)
+
+    def embed(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Embedded tokens in X, shape (batch, n_tokens, dim), padding 0, of checked
+        raw tokens (batch, n_tokens, d_in) and a bool mask (batch, n_tokens)."""
         # Padding is replaced, not multiplied, by zero: raw padding values may be
         # anything, NaN included, and must not reach a real token.
         padding = ~mask[..., None]  # (batch, n_tokens, 1)
@@ -150,10 +205,7 @@ class OCTransformer(nn.Module):
         embedded = embedded * self.config["embedding"]["scale"]
         space = self.config["embedding"]["space"]
         radius = self.config["embedding"]["radius"]
-        state = project(embedded, space=space, radius=radius).masked_fill(padding, 0.0)
-        for layer in self.layers:
-            state = layer(state, self.encodings, mask)
-        return readout(state, mask)
+        return project(embedded, space=space, radius=radius).masked_fill(padding, 0.0)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None):
         """Head outputs, shape (batch, n_outputs): class scores or the prediction."""
