@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from ocformer.checkpoint import Checkpoint
 from ocformer.config import ExecutionConfig, TrainConfig
 from ocformer.coreset import reduce_measure
 from ocformer.cost import accuracy, check_cost, fit_head, loss
-from ocformer.data import Dataset, Split, split_dataset
+from ocformer.data import Dataset, split_dataset
 from ocformer.dynamics import LayerWeights
 from ocformer.embedding import Embedding, positional_encoding
 from ocformer.errors import ConfigError
@@ -32,6 +32,9 @@ from ocformer.quantize import (
     uniform_codebook,
 )
 from ocformer.solver import Progress, Solution, solve
+
+if TYPE_CHECKING:
+    from ocformer.policy import PolicyTable
 
 logger = logging.getLogger(__name__)
 
@@ -127,14 +130,14 @@ def evaluate(model: OCTransformer, data: Dataset, cost: str) -> dict[str, float]
 
 
 def build_model(
-    split: Split,
+    train: Dataset,
     embedding: Embedding,
     layers: list[LayerWeights],
     config: TrainConfig,
     source: dict[str, Any] | None,
 ) -> OCTransformer:
-    """The torch module of a plan, its head refitted on the unquantized trajectory."""
-    train = split.train
+    """The torch module of a plan, its head refitted on the unquantized trajectory
+    of the training part ``train``."""
     n_classes = train.n_classes if train.task == "classification" else None
     n_outputs = n_classes or 1
     description = {
@@ -188,12 +191,22 @@ class Setup:
     coreset_distance: float
 
 
-def build_problem(train_part: Dataset, config: TrainConfig) -> Setup:
+def build_problem(
+    train_part: Dataset,
+    config: TrainConfig,
+    *,
+    embedding: Embedding | None = None,
+    codebook: StateCodebook | None = None,
+    actions: ActionSet | None = None,
+) -> Setup:
     """Embed, quantize and assemble the finite MDP of a training set.
 
     Args:
         train_part: the training sequences.
         config: the run's configuration.
+        embedding, codebook, actions: fixed pieces to use instead of fitting or
+            building them from ``config`` (a policy table stores them), so that
+            new data are quantized exactly as the data they were fitted to.
 
     Returns:
         The embedding, the quantized problem and the coreset's W1 distance.
@@ -202,10 +215,12 @@ def build_problem(train_part: Dataset, config: TrainConfig) -> Setup:
 
     # Embedding, state codebook and (optionally) the measure coreset.
     # The run's seed is the embedding's too: one seed fixes every random choice.
-    embedding_config = dataclasses.replace(config.embedding, seed=config.seed)
-    embedding = Embedding.fit(train_part.tokens, train_part.mask, embedding_config)
+    if embedding is None:
+        embedding_config = dataclasses.replace(config.embedding, seed=config.seed)
+        embedding = Embedding.fit(train_part.tokens, train_part.mask, embedding_config)
     tokens = embedding(train_part.tokens, train_part.mask)  # (M, n, dim)
-    codebook = build_codebook(config, tokens[train_part.mask])
+    if codebook is None:
+        codebook = build_codebook(config, tokens[train_part.mask])
     index = np.arange(len(tokens))
     counts = np.ones(len(tokens), dtype=np.int64)
     coreset_distance = 0.0
@@ -233,7 +248,8 @@ def build_problem(train_part: Dataset, config: TrainConfig) -> Setup:
 
     # The finite MDP.
     position_dim = config.embedding.position_dim
-    actions = build_actions(config, tokens.shape[-1], position_dim)
+    if actions is None:
+        actions = build_actions(config, tokens.shape[-1], position_dim)
     encodings = torch.as_tensor(positional_encoding(train_part.n_tokens, position_dim))
     problem = QuantizedProblem(
         initial=initial,
@@ -259,6 +275,7 @@ def train(
     progress: Progress | None = None,
     execution: ExecutionConfig | None = None,
     notes: dict[str, Any] | None = None,
+    policy_table: PolicyTable | None = None,
 ) -> TrainResult:
     """Train a Transformer on ``dataset`` by solving the quantized control problem.
 
@@ -270,6 +287,10 @@ def train(
             it changes the result. Defaults when None (serial, no checkpoint).
         notes: JSON-able facts stored in the checkpoint for a later resume (the
             command line keeps its ``--out`` there); not part of the result.
+        policy_table: look the plan up in this table (``ocformer.policy``) instead
+            of solving: the training part is quantized with the table's embedding,
+            codebook and actions, and ``config`` (None: the table's) may differ from
+            the table's only in ``seed`` and ``test_fraction``.
 
     Returns:
         The plan, the solver statistics, the report and the torch module.
@@ -279,10 +300,13 @@ def train(
             peak memory of the DP exceeds the memory available (unless
             ``execution.force``).
         DataError: when ``execution.checkpoint`` holds a checkpoint of another
-            problem.
+            problem, or the data do not fit ``policy_table`` (other sequence
+            lengths, classes or token features).
     """
-    config = config or TrainConfig()
     execution = execution or ExecutionConfig()
+    if policy_table is not None:
+        config = policy_table.train_config(config, execution)
+    config = config or TrainConfig()
     started = time.perf_counter()
     n_classes = dataset.n_classes if dataset.task == "classification" else None
     check_cost(config.cost, n_classes)
@@ -290,12 +314,24 @@ def train(
     split = split_dataset(dataset, test_fraction=config.test_fraction, seed=config.seed)
     train_part = split.train
 
-    setup = build_problem(train_part, config)
+    if policy_table is None:
+        setup = build_problem(train_part, config)
+    else:
+        setup = build_problem(
+            train_part,
+            config,
+            embedding=policy_table.embedding,
+            codebook=policy_table.codebook,
+            actions=policy_table.actions,
+        )
     problem = dataclasses.replace(setup.problem, device=execution.device)
     actions = problem.actions
-    if config.method == "dp" and not execution.force:
-        check_memory(estimate_problem(problem, config, execution))
-    solution = solve_problem(problem, config, execution, progress, dataset, notes)
+    if policy_table is not None:
+        solution = policy_table.lookup(problem)
+    else:
+        if config.method == "dp" and not execution.force:
+            check_memory(estimate_problem(problem, config, execution))
+        solution = solve_problem(problem, config, execution, progress, dataset, notes)
     layers = [actions.weights.select([a]) for a in solution.plan]
     plan = Plan(
         actions=solution.plan,
@@ -305,8 +341,8 @@ def train(
     )
 
     # The plan as a true (unquantized) model, and the zero-layer baseline.
-    model = build_model(split, setup.embedding, layers, config, dataset.source)
-    baseline = build_model(split, setup.embedding, [], config, dataset.source)
+    model = build_model(split.train, setup.embedding, layers, config, dataset.source)
+    baseline = build_model(split.train, setup.embedding, [], config, dataset.source)
     report = make_report(
         dataset=dataset,
         split=split,
@@ -320,6 +356,8 @@ def train(
         coreset_distance=setup.coreset_distance,
         n_atoms=problem.initial.n_atoms,
     )
+    if policy_table is not None:
+        report["policy_table"] = policy_table.describe()
     report["wall_seconds"] = round(time.perf_counter() - started, 3)
     return TrainResult(plan=plan, solution=solution, report=report, model=model)
 
