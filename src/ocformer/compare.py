@@ -28,14 +28,12 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ocformer.baselines import (
     fit_adam,
@@ -49,6 +47,7 @@ from ocformer.cost import check_cost
 from ocformer.data import Dataset, Split, split_dataset
 from ocformer.errors import ConfigError
 from ocformer.solver import solve
+from ocformer.threads import one_thread
 from ocformer.train import Setup, build_model, build_problem, evaluate
 
 METHODS = ("dp", "adam", "adam-round", "adam-ste", "cma", "random")
@@ -255,7 +254,7 @@ def compare(
 
     rows: list[dict[str, Any]] = []
     baselines: list[dict[str, Any]] = []
-    with _one_thread():
+    with one_thread():
         for seed in range(options.seeds):
             seeded = dataclasses.replace(config, seed=seed)
             run = _SeedRun(dataset, seeded, options, seed, progress)
@@ -293,17 +292,6 @@ def _check_config(config: TrainConfig, options: CompareConfig) -> None:
             "`cma` searches the grid family's parameters, got family "
             f"{config.actions.family!r}; drop cma from --methods or use --family grid."
         )
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread (results then do not depend on the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class _SeedRun:

@@ -24,11 +24,19 @@ def new_figure(width: float = 6.4, height: float = 4.0) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def save_png(figure: Figure, path: Path) -> None:
-    """Write ``figure`` to ``path`` as PNG, atomically."""
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG bytes, drawn by the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def save_png(figure: Figure, path: Path) -> None:
+    """Write ``figure`` to ``path`` as PNG, atomically."""
+    data = png_bytes(figure)
     write_atomic(Path(path), lambda temporary: Path(temporary).write_bytes(data))
 
 
