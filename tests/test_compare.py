@@ -131,6 +131,7 @@ def test_regression_rows_have_no_accuracy():
         ({"methods": ("dp", "dp")}, "lists a method twice"),
         ({"methods": ("adam", "random")}, "`random` draws as many transitions"),
         ({"seeds": 0}, "`seeds` must be an integer >= 1"),
+        ({"seeds": 3_000_000_000}, "`seeds` must be at most 1000"),
         ({"learning_rate": -1.0}, "`learning_rate` must be a positive"),
     ],
 )

@@ -62,8 +62,8 @@ OBJECTIVES = {
     "cma": "cost",
     "random": "cost",
 }
-# Values that may differ between otherwise identical runs.
-TIMING_FIELDS = ("wall_seconds",)
+# More seeds than this would run for days.
+MAX_SEEDS = 1000
 
 Progress = Callable[[int, str], None]
 
@@ -104,6 +104,11 @@ class CompareConfig:
             raise ConfigError(
                 "`random` draws as many transitions as dp evaluates, got methods "
                 f"{list(self.methods)} without dp; add dp or drop random."
+            )
+        if isinstance(self.seeds, int) and self.seeds > MAX_SEEDS:
+            raise ConfigError(
+                f"`seeds` must be at most {MAX_SEEDS}, got {self.seeds}; each seed "
+                "trains every method once, so use a few."
             )
         for name, value in (
             ("seeds", self.seeds),

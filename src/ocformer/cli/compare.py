@@ -141,24 +141,39 @@ def _print_comparison(comparison: Comparison, out: Path | None) -> None:
     from ocformer.compare import row_fields
 
     fields = row_fields(comparison.task, comparison.cost)[4:]
-    names = {"wall_seconds": "seconds"}
+    cost = comparison.cost
+    names = {
+        "quantized_value": "quantized",
+        "train_loss": f"train {cost}",
+        "test_loss": f"test {cost}",
+        "train_accuracy": "train acc",
+        "test_accuracy": "test acc",
+        "wall_seconds": "seconds",
+        "evaluations": "evals",
+    }
     table = Table(
         title=escape(
-            f"ocformer compare: {comparison.data} ({comparison.cost}, mean over "
-            f"{comparison.options['seeds']} seeds)"
+            f"ocformer compare: {comparison.data} ({comparison.cost}, "
+            + (
+                f"mean over {seeds} seeds)"
+                if (seeds := comparison.options["seeds"]) > 1
+                else "one seed)"
+            )
         )
     )
-    table.add_column("method")
-    table.add_column("objective")
-    for name in fields:
-        table.add_column(names.get(name, name).replace("_", " "), justify="right")
+    # One column per method: six narrow columns fit an 80-column terminal.
+    summary = comparison.summary()
     objectives = {row["method"]: row["objective"] for row in comparison.rows}
-    for entry in comparison.summary():
-        cells = [entry["method"], objectives[entry["method"]]]
-        for name in fields:
+    table.add_column("figure", no_wrap=True)
+    for entry in summary:
+        table.add_column(escape(entry["method"]), justify="right", no_wrap=True)
+    table.add_row("minimises", *(objectives[entry["method"]] for entry in summary))
+    for name in fields:
+        cells = []
+        for entry in summary:
             figure = entry.get(name)
             cells.append("-" if figure is None else f"{figure['mean']:.4g}")
-        table.add_row(*(escape(cell) for cell in cells))
+        table.add_row(escape(names.get(name, name.replace("_", " "))), *cells)
     out_console.print(table)
 
     check = comparison.dp_optimal()

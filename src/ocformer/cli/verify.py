@@ -1,4 +1,4 @@
-"""``ocformer verify``: check the claims of DESIGN.md section 5 numerically.
+"""``ocformer verify``: check the five claims of the method numerically.
 
     ocformer verify --quick --out runs/verify
 
@@ -34,15 +34,15 @@ def verify(
     ] = "order",
     quick: Annotated[
         bool,
-        typer.Option("--quick", help="Small sizes (about a minute on two cores)."),
+        typer.Option("--quick", help="Small sizes (under a minute on two cores)."),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print verify.json on standard output.")
     ] = False,
 ) -> None:
-    """Check the five claims of DESIGN.md section 5 numerically, e.g. ocformer
-    verify --quick --out runs/verify.
+    """Check the five claims of the method numerically (the README's "Verifying the
+    claims"), e.g. ocformer verify --quick --out runs/verify.
 
     Exit status: 0 when every claim passed, 1 when the run completed but a claim
     failed (its figures are still written), 2 on bad input.
