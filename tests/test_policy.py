@@ -205,8 +205,25 @@ def test_train_with_a_table_refuses_another_configuration(table):
 def test_train_with_a_table_refuses_sequences_of_another_length(table):
     """The table covers sequences of 4 tokens: 5 are refused by name."""
     longer = order(n_sequences=100, n_tokens=5, seed=1)
-    with pytest.raises(DataError, match=r"covers sequences of 4 tokens, got 5"):
+    with pytest.raises(
+        DataError, match=r"\(tokens, features\) = \(4, 1\), got \(5, 1\)"
+    ):
         train(longer, policy_table=table)
+
+
+def test_train_with_a_table_refuses_regression_and_padding_by_name(table):
+    """Data the table cannot cover are refused, naming the table's own data."""
+    data = order_data(1)
+    regression = dataclasses.replace(
+        data, task="regression", classes=None, targets=data.targets * 1.0
+    )
+    with pytest.raises(DataError, match=r"built on 'order'\) covers classification"):
+        train(regression, policy_table=table)
+    mask = data.mask.copy()
+    mask[0, -1] = False
+    padded = dataclasses.replace(data, mask=mask)
+    with pytest.raises(DataError, match=r"got padding in 'order'"):
+        train(padded, policy_table=table)
 
 
 def test_lookup_refuses_a_problem_of_another_mdp(table):

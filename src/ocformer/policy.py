@@ -216,6 +216,33 @@ class PolicyTable:
         """The canonical measure of index ``index`` of the space."""
         return self.space.measure(self.space.unrank(index))
 
+    def check_dataset(self, dataset: Dataset) -> None:
+        """Check that ``dataset`` can be quantized as the table's data were.
+
+        Raises:
+            DataError: naming the table's data, if ``dataset`` is a regression task,
+                has padding, or has other token features or sequence lengths.
+        """
+        built_on = (self.source or {}).get("name", "its data")
+        fix = f"use data shaped like {built_on!r}, or train without --policy-table."
+        if dataset.task != "classification":
+            raise DataError(
+                f"the policy table (built on {built_on!r}) covers classification, "
+                f"got the regression dataset {dataset.name!r}; {fix}"
+            )
+        if not dataset.mask.all():
+            raise DataError(
+                f"the policy table (built on {built_on!r}) covers sequences whose "
+                f"tokens are all real, got padding in {dataset.name!r}; {fix}"
+            )
+        shape = (self.space.n_tokens, self.embedding.token_dim)
+        if (dataset.n_tokens, dataset.token_dim) != shape:
+            raise DataError(
+                f"the policy table (built on {built_on!r}) covers sequences of "
+                f"(tokens, features) = {shape}, got "
+                f"{(dataset.n_tokens, dataset.token_dim)} in {dataset.name!r}; {fix}"
+            )
+
     def check_problem(self, problem: QuantizedProblem) -> None:
         """Check that ``problem`` is the table's MDP; its training measure is not
         compared.

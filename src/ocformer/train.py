@@ -306,6 +306,7 @@ def train(
     execution = execution or ExecutionConfig()
     if policy_table is not None:
         config = policy_table.train_config(config, execution)
+        policy_table.check_dataset(dataset)
     config = config or TrainConfig()
     started = time.perf_counter()
     n_classes = dataset.n_classes if dataset.task == "classification" else None
