@@ -158,13 +158,25 @@ class QuantizedProblem:
         are ordered.
         """
         measure = canonical_measure(state, self.initial.targets, self.initial.counts)
-        codes = torch.as_tensor(measure.codes.astype(np.int64))
+        return self.canonical_cost(measure.codes, measure.targets, measure.counts)
+
+    def canonical_cost(
+        self, codes: np.ndarray, targets: np.ndarray, counts: np.ndarray
+    ) -> float:
+        """C_T of a measure already in canonical form (sorted, distinct atoms).
+
+        Args:
+            codes: unsigned integer array of shape (atoms, n_tokens).
+            targets: array of shape (atoms,).
+            counts: int64 array of shape (atoms,), the weight numerators.
+        """
+        codes = torch.as_tensor(codes.astype(np.int64))
         mask = codes != self.codebook.size
         features = readout(self.codebook.decode(codes), mask)
         return terminal_cost(
             features,
-            measure.targets,
-            measure.weights,
+            targets,
+            counts / counts.sum(),
             kind=self.cost,
             n_classes=self.n_classes,
             ridge=self.ridge,

@@ -61,7 +61,7 @@ from safetensors.numpy import save_file
 from ocformer.actions import ActionSet
 from ocformer.atomic import write_atomic
 from ocformer.config import ExecutionConfig, TrainConfig
-from ocformer.cost import check_cost, readout, terminal_cost
+from ocformer.cost import check_cost
 from ocformer.data import Dataset, split_dataset
 from ocformer.dynamics import LayerWeights
 from ocformer.embedding import Embedding
@@ -70,6 +70,7 @@ from ocformer.mdp import EXPANSION_BUDGET, QuantizedProblem
 from ocformer.measure_space import MeasureSpace
 from ocformer.quantize import Measure, StateCodebook, canonical_measure
 from ocformer.solver import Solution
+from ocformer.threads import one_thread
 from ocformer.train import build_problem
 
 logger = logging.getLogger(__name__)
@@ -439,37 +440,6 @@ def type_successors(problem: QuantizedProblem, space: MeasureSpace) -> np.ndarra
     return by_type.reshape(space.n_types, problem.n_actions)
 
 
-def _measure_cost(
-    problem: QuantizedProblem,
-    codes: np.ndarray,
-    targets: np.ndarray,
-    counts: np.ndarray,
-) -> float:
-    """C_T of a measure already in canonical form (sorted, distinct atoms).
-
-    This is ``QuantizedProblem.terminal_cost`` after its ``canonical_measure`` step,
-    which would leave such a measure unchanged: the same arrays go through the same
-    readout and head, so the cost is the same to the bit (tests compare the two).
-
-    Args:
-        problem: the MDP.
-        codes: unsigned integer array of shape (atoms, n_tokens).
-        targets: int64 array of shape (atoms,).
-        counts: int64 array of shape (atoms,).
-    """
-    codes = torch.as_tensor(codes.astype(np.int64))
-    mask = codes != problem.codebook.size
-    features = readout(problem.codebook.decode(codes), mask)
-    return terminal_cost(
-        features,
-        targets,
-        counts / counts.sum(),
-        kind=problem.cost,
-        n_classes=problem.n_classes,
-        ridge=problem.ridge,
-    )
-
-
 def _terminal_costs(
     problem: QuantizedProblem,
     space: MeasureSpace,
@@ -486,20 +456,18 @@ def _terminal_costs(
     # Each cost is a handful of tiny tensor operations; with several threads on a
     # busy machine, the threads' spinning made them 30x slower. Their results do not
     # depend on the thread count (tests compare them with the forward DP's).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         for index, (types, start) in enumerate(zip(measures, starts, strict=True)):
             first = np.flatnonzero(start)
             counts = np.diff(first, append=space.atoms)
             distinct = types[first]
-            costs[index] = _measure_cost(
-                problem, type_codes[distinct], type_classes[distinct], counts
+            # Types are in canonical order, so the distinct ones form the
+            # canonical measure as it is.
+            costs[index] = problem.canonical_cost(
+                type_codes[distinct], type_classes[distinct], counts
             )
             if progress is not None and (index + 1) % PROGRESS_EVERY == 0:
                 progress(index + 1, len(measures))
-    finally:
-        torch.set_num_threads(threads)
     return costs
 
 
