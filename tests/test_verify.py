@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import ocformer.verify
 from ocformer.cli import app
 from ocformer.config import QuantizerConfig, TrainConfig
+from ocformer.coreset import measure_distance
 from ocformer.data import order, split_dataset
 from ocformer.embedding import EmbeddingConfig
 from ocformer.errors import ConfigError
@@ -29,7 +30,7 @@ from ocformer.verify import (
     suite,
     verify,
 )
-from ocformer.verify.distance import measure_distance, plan_distance
+from ocformer.verify.distance import plan_distance
 from ocformer.verify.fixed import FixedQuantizers
 from ocformer.verify.rates import log_slope
 from ocformer.verify.report import to_json, to_markdown

@@ -106,7 +106,6 @@ def reduce_measure(
     Raises:
         ConfigError: if ``atoms`` is < 1 or larger than M.
     """
-    import ot
     from sklearn.cluster import KMeans
 
     n_sequences = len(tokens)
@@ -146,13 +145,56 @@ def reduce_measure(
     index, counts = np.array(index)[keep], counts[keep]
 
     # Exact W1 between the uniform full measure and the reduced one.
-    cost = sequence_distances(tokens, tokens[index])
+    distance = measure_distance(
+        tokens,
+        targets,
+        tokens[index],
+        targets[index],
+        n_classes=n_classes,
+        radius=radius,
+        second_weights=counts / atoms,
+    )
+    return Coreset(index.astype(np.int64), counts, atoms, distance)
+
+
+def measure_distance(
+    first: np.ndarray,
+    first_targets: np.ndarray,
+    second: np.ndarray,
+    second_targets: np.ndarray,
+    *,
+    n_classes: int | None,
+    radius: float,
+    second_weights: np.ndarray | None = None,
+) -> float:
+    """W1 between two training measures under the ground metric above, exactly.
+
+    Args:
+        first: float array of shape (M, n_tokens, dim), sequences in X, padding 0;
+            the first measure is uniform on them.
+        first_targets: array of shape (M,).
+        second: float array of shape (M', n_tokens, dim).
+        second_targets: array of shape (M',).
+        n_classes: number of classes, or None for regression targets.
+        radius: R, the radius of X (a class mismatch costs 2R).
+        second_weights: weights of the second measure, shape (M',), summing to
+            one; uniform when None.
+
+    Returns:
+        ``W1(Lambda, Lambda')`` by optimal transport (POT's network simplex).
+    """
+    import ot  # POT is slow to import
+
+    cost = sequence_distances(first, second)  # (M, M')
     if n_classes is None:
-        cost = cost + np.abs(targets[:, None] - targets[index][None])
+        cost = cost + np.abs(first_targets[:, None] - second_targets[None])
     else:
-        cost = cost + 2 * radius * (targets[:, None] != targets[index][None])
-    full = np.full(n_sequences, 1.0 / n_sequences)
+        cost = cost + 2 * radius * (first_targets[:, None] != second_targets[None])
+    first_weights = np.full(len(first), 1.0 / len(first))
+    if second_weights is None:
+        second_weights = np.full(len(second), 1.0 / len(second))
     # The default iteration cap stops short of the optimum (with a warning) for a
     # few thousand sequences; the network simplex needs far fewer than this.
-    distance = float(ot.emd2(full, counts / atoms, cost, numItermax=10_000_000))
-    return Coreset(index.astype(np.int64), counts, atoms, distance)
+    distance = ot.emd2(first_weights, second_weights, cost, numItermax=10_000_000)
+    # The simplex returns tiny negative values for equal measures.
+    return max(float(distance), 0.0)

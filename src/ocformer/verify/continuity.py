@@ -8,7 +8,7 @@ The training measure ``Lambda_0`` is perturbed by controlled amounts in two ways
   source (new draws of the generator, or held-out sequences of a real dataset).
 
 For each perturbation the distance ``W1(Lambda_0, Lambda_0')`` is computed exactly
-with POT (``distance.measure_distance``), and the perturbed problem is solved by DP
+with POT (``coreset.measure_distance``), and the perturbed problem is solved by DP
 with the *same* embedding, codebook and actions (``fixed.FixedQuantizers``): refitting
 them would move the value by the change of quantizers, not of the data.
 
@@ -36,11 +36,11 @@ import torch
 from matplotlib.figure import Figure
 
 from ocformer.config import QuantizerConfig, TrainConfig
+from ocformer.coreset import measure_distance
 from ocformer.data import Dataset, load_dataset, split_dataset
 from ocformer.embedding import EmbeddingConfig, project
 from ocformer.solver import solve
 from ocformer.verify.claim import ClaimResult, Settings
-from ocformer.verify.distance import measure_distance
 from ocformer.verify.fixed import FixedQuantizers
 from ocformer.verify.rates import log_slope
 

@@ -1,62 +1,13 @@
-"""Distances the claims are measured in: W1 between training measures, and the
-weight metric between plans.
+"""The weight metric between plans, in which claim 5 measures how plans settle.
 
-The ground metric on (sequence, target) pairs is ``coreset.py``'s:
-
-    d((mu, y), (mu', y')) = mean_p |x_p - x'_p|  +  |y - y'|      (regression)
-                                                 +  2R [y != y']  (classification)
-
-(tokens move only to the same position), and W1 between two weighted sets of pairs
-is solved exactly by optimal transport (POT's network simplex).
+(W1 between training measures is ``coreset.measure_distance``.)
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ocformer.coreset import sequence_distances
 from ocformer.dynamics import LayerWeights
-
-# The network simplex stops at 100,000 iterations by default, short of the optimum
-# for a thousand atoms or more.
-MAX_ITERATIONS = 10_000_000
-
-
-def measure_distance(
-    first: np.ndarray,
-    first_targets: np.ndarray,
-    second: np.ndarray,
-    second_targets: np.ndarray,
-    *,
-    n_classes: int | None,
-    radius: float,
-) -> float:
-    """W1 between the uniform measures on two sets of sequences.
-
-    Args:
-        first: float array of shape (M, n_tokens, dim), sequences in X, padding 0.
-        first_targets: array of shape (M,).
-        second: float array of shape (M', n_tokens, dim).
-        second_targets: array of shape (M',).
-        n_classes: number of classes, or None for regression targets.
-        radius: R, the radius of X (a class mismatch costs 2R).
-
-    Returns:
-        ``W1(Lambda, Lambda')`` for ``Lambda = (1/M) sum_m delta_(mu_m, y_m)``.
-    """
-    import ot  # POT is slow to import; only the claims that measure W1 need it
-
-    cost = sequence_distances(first, second)  # (M, M')
-    if n_classes is None:
-        cost = cost + np.abs(first_targets[:, None] - second_targets[None])
-    else:
-        cost = cost + 2 * radius * (first_targets[:, None] != second_targets[None])
-    first_weights = np.full(len(first), 1.0 / len(first))
-    second_weights = np.full(len(second), 1.0 / len(second))
-    distance = ot.emd2(first_weights, second_weights, cost, numItermax=MAX_ITERATIONS)
-    # The simplex returns tiny negative values for equal measures.
-    return max(float(distance), 0.0)
 
 
 def plan_distance(weights: LayerWeights, plan: tuple[int, ...], other) -> float:
