@@ -37,13 +37,14 @@ import torch
 
 from ocformer.actions import PARAMETERS, ActionSet, family_tensors, grid_values
 from ocformer.config import TrainConfig
-from ocformer.cost import fit_head, loss, readout
+from ocformer.cost import fit_head, loss, readout, targets_matrix
 from ocformer.data import Dataset
 from ocformer.dynamics import WEIGHT_NAMES, LayerWeights
 from ocformer.embedding import Embedding
 from ocformer.errors import ConfigError
 from ocformer.mdp import QuantizedProblem
 from ocformer.model import encoder_step
+from ocformer.solver import plan_values
 from ocformer.train import build_actions, build_model
 
 SPACES = ("weights", "family")
@@ -136,14 +137,8 @@ class Objective:
                     n_classes=self.n_classes,
                 )
             )
-        response = outputs - _one_hot(self.targets, self.n_classes)
+        response = outputs - targets_matrix(self.targets, self.n_classes)
         return (self.weights * response.square().sum(dim=1)).sum()
-
-
-def _one_hot(targets: torch.Tensor, n_classes: int | None) -> torch.Tensor:
-    if n_classes is None:
-        return targets.to(torch.float64)[:, None]
-    return torch.nn.functional.one_hot(targets.long(), n_classes).to(torch.float64)
 
 
 @dataclass(frozen=True)
@@ -449,34 +444,7 @@ def plan_value(problem: QuantizedProblem, plan: Sequence[int]) -> float:
         ConfigError: if the plan's length is not ``n_layers`` or an action is out of
             range.
     """
-    return _plan_values(problem, [tuple(plan)])[0]
-
-
-def _plan_values(
-    problem: QuantizedProblem, plans: Sequence[tuple[int, ...]]
-) -> list[float]:
-    for plan in plans:
-        if len(plan) != problem.n_layers or not all(
-            0 <= a < problem.n_actions for a in plan
-        ):
-            raise ConfigError(
-                f"a plan must hold {problem.n_layers} action indices in "
-                f"[0, {problem.n_actions}), got {list(plan)}; one action per layer."
-            )
-    running = problem.running_costs()
-    values = []
-    block = problem.chunk_size(1)
-    for first in range(0, len(plans), block):
-        batch = plans[first : first + block]
-        states = np.repeat(problem.initial.codes[None], len(batch), axis=0)
-        for layer in range(problem.n_layers):
-            states = problem.expand_paired(states, [plan[layer] for plan in batch])
-        for plan, state in zip(batch, states, strict=True):
-            value = problem.terminal_cost(state)
-            for action in reversed(plan):
-                value = float(running[action] + value)
-            values.append(value)
-    return values
+    return plan_values(problem, [tuple(plan)])[0]
 
 
 @dataclass(frozen=True)
@@ -511,7 +479,7 @@ def random_plans(problem: QuantizedProblem, *, n_plans: int, seed: int) -> Rando
         problem.n_actions, size=(n_plans, problem.n_layers)
     )
     plans = [tuple(int(a) for a in row) for row in draws]
-    values = _plan_values(problem, plans)
+    values = plan_values(problem, plans)
     best = int(np.argmin(values))
     return RandomSearch(
         plan=plans[best],

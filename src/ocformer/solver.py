@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -212,7 +213,6 @@ def solve_brute(
 ) -> Solution:
     """Roll out every plan independently and keep the first with the least cost."""
     horizon, n_actions = problem.n_layers, problem.n_actions
-    running = problem.running_costs()
     n_plans = n_actions**horizon
     if n_plans > MAX_BRUTE_PLANS:
         raise ConfigError(
@@ -226,17 +226,7 @@ def solve_brute(
     block = problem.chunk_size(1)
     done = 0
     while batch := list(itertools.islice(plans, block)):
-        # A block of plans moves together, each plan with its own action per layer.
-        states = np.repeat(problem.initial.codes[None], len(batch), axis=0)
-        for layer in range(horizon):
-            states = problem.expand_paired(states, [plan[layer] for plan in batch])
-
-        for plan, state in zip(batch, states, strict=True):
-            # Accumulate from the last layer backwards, as the Bellman recursion does,
-            # so that equal plans get bit-equal values.
-            value = problem.terminal_cost(state)
-            for action in reversed(plan):
-                value = float(running[action] + value)
+        for plan, value in zip(batch, plan_values(problem, batch), strict=True):
             if value < best_value:
                 best_plan, best_value = plan, value
         done += len(batch)
@@ -252,3 +242,45 @@ def solve_brute(
         transitions=horizon * n_plans,
         terminal_evaluations=n_plans,
     )
+
+
+def plan_values(
+    problem: QuantizedProblem, plans: Sequence[tuple[int, ...]]
+) -> list[float]:
+    """The cost of each plan on the quantized model, rolled out independently.
+
+    ``sum_t c(a_t) + C_T(Lambda_T)`` from the problem's initial measure, accumulated
+    from the last layer backwards as the Bellman recursion does, so that a plan gets
+    bit for bit the value the DP gives it.
+
+    Args:
+        problem: the MDP.
+        plans: action indices, ``n_layers`` per plan.
+
+    Raises:
+        ConfigError: if a plan's length is not ``n_layers`` or an action is out of
+            range.
+    """
+    for plan in plans:
+        if len(plan) != problem.n_layers or not all(
+            0 <= a < problem.n_actions for a in plan
+        ):
+            raise ConfigError(
+                f"a plan must hold {problem.n_layers} action indices in "
+                f"[0, {problem.n_actions}), got {list(plan)}; one action per layer."
+            )
+    running = problem.running_costs()
+    values = []
+    block = problem.chunk_size(1)
+    for first in range(0, len(plans), block):
+        # A block of plans moves together, each plan with its own action per layer.
+        batch = plans[first : first + block]
+        states = np.repeat(problem.initial.codes[None], len(batch), axis=0)
+        for layer in range(problem.n_layers):
+            states = problem.expand_paired(states, [plan[layer] for plan in batch])
+        for plan, state in zip(batch, states, strict=True):
+            value = problem.terminal_cost(state)
+            for action in reversed(plan):
+                value = float(running[action] + value)
+            values.append(value)
+    return values
